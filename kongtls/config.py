@@ -1,0 +1,405 @@
+"""Kong's declarative configuration (``_format_version: "3.0"``), parsed and checked.
+
+Every problem found is a L{ConfigError} naming the file, the entity and the field, so
+that a gateway refuses to start (or keeps its running config on reload) with one line
+that says what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+
+class ConfigError(ValueError):
+    """A declarative configuration that cannot be used, with where and why."""
+
+    def __init__(self, source: str, entity: str, fieldName: str | None, problem: str) -> None:
+        self.source = source
+        self.entity = entity
+        self.field = fieldName
+        self.problem = problem
+        where = f"{entity}: field {fieldName!r}" if fieldName else entity
+        super().__init__(f"{source}: {where}: {problem}")
+
+
+@dataclass(eq=False)
+class Service:
+    name: str
+    url: str
+    protocol: str
+    host: str
+    port: int
+    path: str
+    plugins: list[PluginEntry] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Route:
+    name: str
+    index: int
+    service: Service | None
+    paths: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    snis: tuple[str, ...] = ()
+    stripPath: bool = True
+    preserveHost: bool = False
+    plugins: list[PluginEntry] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class PluginEntry:
+    """One configured plugin instance: a name, its config, and its scope."""
+
+    name: str
+    config: dict[str, Any]
+    enabled: bool = True
+    route: Route | None = None
+    service: Service | None = None
+    entity: str = ""
+
+    @property
+    def isGlobal(self) -> bool:
+        return self.route is None and self.service is None
+
+
+@dataclass(eq=False)
+class CertificateEntry:
+    """A server certificate chain (leaf first) with its key and the SNIs it serves."""
+
+    id: str | None
+    chain: list[x509.Certificate]
+    key: PrivateKeyTypes
+    snis: tuple[str, ...]
+    entity: str = ""
+
+
+@dataclass(eq=False)
+class CACertificateEntry:
+    id: str | None
+    cert: x509.Certificate
+
+
+@dataclass(eq=False)
+class GatewayConfig:
+    """Everything a declarative file declares, with cross references resolved."""
+
+    source: str = "<defaults>"
+    services: list[Service] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    plugins: list[PluginEntry] = field(default_factory=list)
+    certificates: list[CertificateEntry] = field(default_factory=list)
+    caCertificates: list[CACertificateEntry] = field(default_factory=list)
+
+    def allPlugins(self) -> list[PluginEntry]:
+        """Every plugin instance, wherever it was declared."""
+        found = list(self.plugins)
+        for service in self.services:
+            found.extend(service.plugins)
+        for route in self.routes:
+            found.extend(route.plugins)
+        return found
+
+
+_TOP_FIELDS = {"_format_version", "_transform", "_workspace", "services", "routes",
+               "plugins", "certificates", "ca_certificates", "upstreams", "consumers"}
+_SERVICE_FIELDS = {"name", "id", "url", "protocol", "host", "port", "path", "routes",
+                   "plugins", "tags", "retries", "connect_timeout", "read_timeout",
+                   "write_timeout", "enabled", "tls_verify", "ca_certificates",
+                   "client_certificate"}
+_ROUTE_FIELDS = {"name", "id", "paths", "hosts", "snis", "service", "plugins", "tags",
+                 "protocols", "methods", "strip_path", "preserve_host", "headers",
+                 "regex_priority", "path_handling", "https_redirect_status_code",
+                 "request_buffering", "response_buffering"}
+_PLUGIN_FIELDS = {"name", "id", "config", "enabled", "route", "service", "consumer",
+                  "tags", "protocols", "instance_name", "ordering"}
+_CERT_FIELDS = {"id", "cert", "key", "snis", "tags", "cert_alt", "key_alt"}
+_CA_FIELDS = {"id", "cert", "tags", "cert_digest"}
+
+#: Checks a plugin name; returns None when known, else a message.
+PluginNameCheck = Callable[[str], "str | None"]
+
+
+class _Reader:
+    """Walks one declarative document, raising L{ConfigError} at the first problem."""
+
+    def __init__(self, source: str, knownPlugin: PluginNameCheck | None) -> None:
+        self.source = source
+        self.knownPlugin = knownPlugin
+        self.config = GatewayConfig(source=source)
+        self.services: dict[str, Service] = {}
+        self.routes: dict[str, Route] = {}
+
+    def fail(self, entity: str, fieldName: str | None, problem: str) -> ConfigError:
+        return ConfigError(self.source, entity, fieldName, problem)
+
+    def mapping(self, value: object, entity: str, allowed: set[str]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(entity, None, f"expected a mapping, got {_typeName(value)}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(entity, str(key), "unknown field")
+        return value
+
+    def string(self, data: Mapping[str, Any], key: str, entity: str, required: bool = False
+               ) -> str | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(entity, key, "required field missing")
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(entity, key, f"expected a non-empty string, got {_typeName(value)}")
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, entity: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(entity, key, f"expected true or false, got {value!r}")
+        return value
+
+    def strings(self, data: Mapping[str, Any], key: str, entity: str) -> tuple[str, ...]:
+        value = data.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(entity, key, "expected a list of non-empty strings")
+        return tuple(value)
+
+    def entities(self, data: Mapping[str, Any], key: str, entity: str) -> list[Any]:
+        value = data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(entity, key, f"expected a list, got {_typeName(value)}")
+        return value
+
+    def read(self, document: object) -> GatewayConfig:
+        top = self.mapping(document, "top level", _TOP_FIELDS)
+        version = top.get("_format_version")
+        if version is None:
+            raise self.fail("top level", "_format_version", "required field missing")
+        if str(version) not in ("1.1", "2.1", "3.0"):
+            raise self.fail("top level", "_format_version",
+                            f"unsupported version {version!r} (expected \"3.0\")")
+        for i, raw in enumerate(self.entities(top, "services", "top level")):
+            self.service(raw, i)
+        for i, raw in enumerate(self.entities(top, "routes", "top level")):
+            self.route(raw, f"routes[{i}]", None)
+        for i, raw in enumerate(self.entities(top, "plugins", "top level")):
+            self.config.plugins.append(self.plugin(raw, f"plugins[{i}]", None, None))
+        for i, raw in enumerate(self.entities(top, "certificates", "top level")):
+            self.certificate(raw, i)
+        for i, raw in enumerate(self.entities(top, "ca_certificates", "top level")):
+            self.caCertificate(raw, i)
+        self.checkScopes()
+        return self.config
+
+    def service(self, raw: object, index: int) -> None:
+        entity = f"services[{index}]"
+        data = self.mapping(raw, entity, _SERVICE_FIELDS)
+        name = self.string(data, "name", entity, required=True)
+        assert name is not None
+        entity = f"service {name!r}"
+        if name in self.services:
+            raise self.fail(entity, "name", "duplicate service name")
+        url = self.string(data, "url", entity)
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise self.fail(entity, "url", f"not an http(s) URL: {url!r}")
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:
+                raise self.fail(entity, "url", f"bad port in {url!r}") from None
+            protocol, host, path = parts.scheme, parts.hostname, parts.path or "/"
+        else:
+            host = self.string(data, "host", entity)
+            if host is None:
+                raise self.fail(entity, "url", "a service needs a url or a host")
+            protocol = self.string(data, "protocol", entity) or "http"
+            if protocol not in ("http", "https"):
+                raise self.fail(entity, "protocol", f"unsupported protocol {protocol!r}")
+            port = data.get("port", 443 if protocol == "https" else 80)
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+                raise self.fail(entity, "port", f"expected a port number, got {port!r}")
+            path = self.string(data, "path", entity) or "/"
+            url = f"{protocol}://{host}:{port}{path}"
+        service = Service(name=name, url=url, protocol=protocol, host=host, port=port,
+                          path=path)
+        self.services[name] = service
+        self.config.services.append(service)
+        for i, rawRoute in enumerate(self.entities(data, "routes", entity)):
+            self.route(rawRoute, f"{entity} routes[{i}]", service)
+        for i, rawPlugin in enumerate(self.entities(data, "plugins", entity)):
+            service.plugins.append(
+                self.plugin(rawPlugin, f"{entity} plugins[{i}]", None, service))
+
+    def route(self, raw: object, entity: str, service: Service | None) -> None:
+        data = self.mapping(raw, entity, _ROUTE_FIELDS)
+        name = self.string(data, "name", entity) or f"route-{len(self.config.routes)}"
+        if "name" in data:
+            entity = f"route {name!r}"
+        if name in self.routes:
+            raise self.fail(entity, "name", "duplicate route name")
+        if service is None:
+            ref = data.get("service")
+            if ref is None:
+                raise self.fail(entity, "service", "a top-level route needs a service")
+            refName = ref.get("name") if isinstance(ref, Mapping) else ref
+            if not isinstance(refName, str) or refName not in self.services:
+                raise self.fail(entity, "service", f"no service named {refName!r}")
+            service = self.services[refName]
+        elif "service" in data:
+            raise self.fail(entity, "service", "a nested route takes its parent's service")
+        paths = self.strings(data, "paths", entity)
+        for p in paths:
+            if not p.startswith("/"):
+                raise self.fail(entity, "paths", f"a path must start with '/': {p!r}")
+        hosts = tuple(h.lower() for h in self.strings(data, "hosts", entity))
+        snis = tuple(s.lower() for s in self.strings(data, "snis", entity))
+        if not (paths or hosts or snis):
+            raise self.fail(entity, "paths", "a route needs paths, hosts or snis")
+        route = Route(name=name, index=len(self.config.routes), service=service,
+                      paths=paths, hosts=hosts, snis=snis,
+                      stripPath=self.boolean(data, "strip_path", entity, True),
+                      preserveHost=self.boolean(data, "preserve_host", entity, False))
+        self.routes[name] = route
+        self.config.routes.append(route)
+        for i, rawPlugin in enumerate(self.entities(data, "plugins", entity)):
+            route.plugins.append(self.plugin(rawPlugin, f"{entity} plugins[{i}]", route, None))
+
+    def plugin(self, raw: object, entity: str, route: Route | None,
+               service: Service | None) -> PluginEntry:
+        data = self.mapping(raw, entity, _PLUGIN_FIELDS)
+        name = self.string(data, "name", entity, required=True)
+        assert name is not None
+        entity = f"{entity} (plugin {name!r})"
+        if self.knownPlugin is not None:
+            problem = self.knownPlugin(name)
+            if problem:
+                raise self.fail(entity, "name", problem)
+        conf = data.get("config", {})
+        if conf is None:
+            conf = {}
+        if not isinstance(conf, Mapping):
+            raise self.fail(entity, "config", f"expected a mapping, got {_typeName(conf)}")
+        enabled = self.boolean(data, "enabled", entity, True)
+        if route is None and service is None:
+            route = self.reference(data, "route", self.routes, entity)
+            service = self.reference(data, "service", self.services, entity)
+            if route is not None and service is not None:
+                raise self.fail(entity, "service", "give a route or a service, not both")
+        return PluginEntry(name=name, config=dict(conf), enabled=enabled, route=route,
+                           service=service, entity=entity)
+
+    def reference(self, data: Mapping[str, Any], key: str, known: Mapping[str, Any],
+                  entity: str) -> Any:
+        ref = data.get(key)
+        if ref is None:
+            return None
+        refName = ref.get("name") if isinstance(ref, Mapping) else ref
+        if not isinstance(refName, str) or refName not in known:
+            raise self.fail(entity, key, f"no {key} named {refName!r}")
+        return known[refName]
+
+    def certificate(self, raw: object, index: int) -> None:
+        entity = f"certificates[{index}]"
+        data = self.mapping(raw, entity, _CERT_FIELDS)
+        certId = self.string(data, "id", entity)
+        if certId:
+            entity = f"certificate {certId!r}"
+        certPem = self.string(data, "cert", entity, required=True)
+        keyPem = self.string(data, "key", entity, required=True)
+        assert certPem is not None and keyPem is not None
+        chain = self.pemCertificates(certPem, entity, "cert")
+        try:
+            key = serialization.load_pem_private_key(keyPem.encode(), password=None)
+        except (ValueError, TypeError) as e:
+            raise self.fail(entity, "key", f"not a PEM private key ({e})") from None
+        if not _keyMatches(key, chain[0]):
+            raise self.fail(entity, "key", "the key does not match the certificate")
+        snis: list[str] = []
+        for sni in self.entities(data, "snis", entity):
+            if isinstance(sni, Mapping):
+                sni = sni.get("name")
+            if not isinstance(sni, str) or not sni:
+                raise self.fail(entity, "snis", "expected names or {name: ...} mappings")
+            snis.append(sni.lower())
+        self.config.certificates.append(
+            CertificateEntry(id=certId, chain=chain, key=key, snis=tuple(snis), entity=entity))
+
+    def caCertificate(self, raw: object, index: int) -> None:
+        entity = f"ca_certificates[{index}]"
+        data = self.mapping(raw, entity, _CA_FIELDS)
+        caId = self.string(data, "id", entity)
+        if caId:
+            entity = f"ca_certificate {caId!r}"
+        pem = self.string(data, "cert", entity, required=True)
+        assert pem is not None
+        certs = self.pemCertificates(pem, entity, "cert")
+        if len(certs) != 1:
+            raise self.fail(entity, "cert", "expected exactly one certificate")
+        self.config.caCertificates.append(CACertificateEntry(id=caId, cert=certs[0]))
+
+    def pemCertificates(self, pem: str, entity: str, key: str) -> list[x509.Certificate]:
+        try:
+            certs = x509.load_pem_x509_certificates(pem.encode())
+        except ValueError as e:
+            raise self.fail(entity, key, f"not a PEM certificate ({e})") from None
+        return certs
+
+    def checkScopes(self) -> None:
+        """Kong allows one instance of a plugin name per scope."""
+        seen: dict[tuple[str, int, int], str] = {}
+        for entry in self.config.allPlugins():
+            scope = (entry.name, id(entry.route), id(entry.service))
+            if scope in seen:
+                raise self.fail(entry.entity, "name",
+                                f"plugin already configured in this scope ({seen[scope]})")
+            seen[scope] = entry.entity
+
+
+def _typeName(value: object) -> str:
+    return {str: "a string", int: "a number", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a mapping", type(None): "nothing"}.get(
+                type(value), type(value).__name__)
+
+
+def _keyMatches(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    try:
+        return key.public_key().public_bytes(enc, fmt) == cert.public_key().public_bytes(enc, fmt)
+    except (AttributeError, ValueError, TypeError):
+        return False
+
+
+def parseConfig(document: object, source: str = "<config>",
+                knownPlugin: PluginNameCheck | None = None) -> GatewayConfig:
+    """Check a declarative document (already parsed) and resolve its references."""
+    return _Reader(source, knownPlugin).read(document)
+
+
+def loadConfig(path: str | Path, knownPlugin: PluginNameCheck | None = None) -> GatewayConfig:
+    """Read and check a declarative YAML (or JSON) file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(source, "file", None, f"cannot read: {e.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(source, "file", None, f"not valid YAML{where}") from None
+    return parseConfig(document, source, knownPlugin)

@@ -1,0 +1,50 @@
+"""A small HTTP echo server: answers with the request it received, as JSON.
+
+Used by the built-in demo and by L{kongtls.testing} as a real upstream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+
+class EchoResource(Resource):
+    """Every path answers 200 with method, path, query, headers and the body's size."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        body = request.content.read()
+        headers: dict[str, Any] = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            decoded = [v.decode("latin-1") for v in values]
+            headers[name.decode("latin-1").lower()] = decoded[0] if len(decoded) == 1 \
+                else decoded
+        uri = request.uri.decode("latin-1")
+        status = request.getHeader("x-echo-status")
+        if status and status.isdigit():
+            request.setResponseCode(int(status))
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"x-echo-server", b"kongtls")
+        return json.dumps({
+            "method": request.method.decode("ascii"),
+            "uri": uri,
+            "path": request.path.decode("latin-1"),
+            "query": uri.partition("?")[2],
+            "headers": headers,
+            "body_size": len(body),
+            "body": body.decode("utf-8", "replace") if len(body) <= 4096 else None,
+        }, indent=2).encode("utf-8") + b"\n"
+
+
+class _QuietSite(Site):
+    def log(self, request: Any) -> None:
+        pass
+
+
+def echoSite() -> Site:
+    return _QuietSite(EchoResource())

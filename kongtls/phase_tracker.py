@@ -1,0 +1,208 @@
+"""The PhaseTracker: one request's way through rewrite, access, balancer, the upstream,
+header_filter, body_filter and log, as a chain of Deferreds.
+
+Handlers may return a plain value, a Deferred, or be ``async def``. A handler that
+raises gives the client Kong's 500 (logged with its traceback); log still runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+
+from kongtls.exchange import Exchange, ShortCircuit, messageResponse
+from kongtls.pdk import Kong, requestHost
+from kongtls.phases import Phase
+from kongtls.plugins import BoundPlugin
+
+if TYPE_CHECKING:
+    from kongtls.proxy import Downstream, UpstreamResponse, Upstreams
+
+log = Logger(namespace="kongtls.phases")
+
+NO_ROUTE = "no Route matched with those values"
+UNEXPECTED = "An unexpected error occurred"
+
+
+class PhaseTracker:
+    """Runs one L{Exchange} through Kong's request phases."""
+
+    def __init__(self, exchange: Exchange, upstreams: Upstreams,
+                 downstream: Downstream) -> None:
+        self.exchange = exchange
+        self.kong = Kong(exchange.connection, exchange)
+        self._upstreams = upstreams
+        self._downstream = downstream
+        self._plugins: Sequence[BoundPlugin] = exchange.runtime.plan.globals
+
+    def run(self) -> Deferred[None]:
+        """Fires when the response is sent and the log phase has run."""
+        return Deferred.fromCoroutine(self._run())
+
+    async def _runPhase(self, phase: Phase, plugins: Sequence[BoundPlugin]) -> None:
+        exchange = self.exchange
+        exchange.phase = phase
+        kong = self.kong
+        stopOnExit = phase in (Phase.rewrite, Phase.access)
+        for bound in plugins:
+            method = bound.method(phase)
+            if method is None:
+                continue
+            kong.currentPlugin = bound.name
+            result = method(kong, bound.conf)
+            if inspect.isawaitable(result):
+                await result
+            if stopOnExit and exchange.exit is not None:
+                break
+        kong.currentPlugin = None
+
+    def _fail(self, phase: Phase | None, failure: Failure) -> None:
+        log.failure("plugin error in {phase} phase for {method} {uri}", failure,
+                    phase=phase.name if phase else "?",
+                    method=self.exchange.request.method.decode("ascii", "replace"),
+                    uri=self.exchange.request.uri.decode("latin-1"))
+
+    async def _run(self) -> None:
+        exchange = self.exchange
+        upstream: UpstreamResponse | None = None
+        try:
+            await self._runPhase(Phase.rewrite, self._plugins)
+            if exchange.exit is None:
+                self._route()
+            if exchange.exit is None:
+                await self._runPhase(Phase.access, self._plugins)
+            if exchange.exit is None:
+                await self._runPhase(Phase.balancer, self._plugins)
+                exchange.phase = None
+                upstream = await self._upstreams.call(exchange)
+                if isinstance(upstream, ShortCircuit):
+                    exchange.exit, upstream = upstream, None
+        except Exception:
+            self._fail(exchange.phase, Failure())
+            exchange.exit = messageResponse(500, UNEXPECTED)
+            upstream = None
+        try:
+            await self._respond(upstream)
+        finally:
+            exchange.finishedAt = time.time()
+            await self._log()
+
+    def _route(self) -> None:
+        exchange = self.exchange
+        request = exchange.request
+        host = requestHost(request)
+        path = request.path.decode("latin-1")
+        sni = exchange.connection.sni if exchange.connection is not None else None
+        matched = exchange.runtime.router.match(host, path, sni)
+        if matched is None:
+            exchange.exit = messageResponse(404, NO_ROUTE)
+            return
+        exchange.route, exchange.matchedPrefix = matched
+        exchange.service = exchange.route.service
+        self._plugins = exchange.runtime.plan.forRoute(exchange.route)
+
+    def _applyHeaders(self, status: int, headers: Headers) -> None:
+        exchange = self.exchange
+        exchange.responseStatus = exchange.responseStatus or status
+        exchange.responseHeaders = headers
+        for name, value in exchange.pendingResponseHeaders:
+            if value is None:
+                headers.removeHeader(name)
+            else:
+                headers.setRawHeaders(name, [value])
+
+    async def _headerFilter(self, upstream: UpstreamResponse | None) -> UpstreamResponse | None:
+        """Run header_filter; an exit there replaces the response, an error gives 500."""
+        exchange = self.exchange
+        short = exchange.exit
+        if upstream is not None:
+            self._applyHeaders(upstream.status, upstream.headers)
+        elif short is not None:
+            self._applyHeaders(short.status, _headersOf(short))
+            exchange.responseStatus = short.status
+        try:
+            await self._runPhase(Phase.header_filter, self._plugins)
+        except Exception:
+            self._fail(Phase.header_filter, Failure())
+            exchange.exit = messageResponse(500, UNEXPECTED)
+        if exchange.exit is not short and exchange.exit is not None:
+            # A new exit (from header_filter, or its failure) replaces the response.
+            if upstream is not None:
+                upstream.discard()
+                upstream = None
+            replacement = exchange.exit
+            exchange.responseStatus = replacement.status
+            exchange.responseHeaders = _headersOf(replacement)
+        if self._hasBodyFilter():
+            exchange.responseHeaders.removeHeader("content-length")
+        return upstream
+
+    def _hasBodyFilter(self) -> bool:
+        return any(b.method(Phase.body_filter) is not None for b in self._plugins)
+
+    async def _filterChunk(self, chunk: bytes, eof: bool) -> bytes:
+        exchange = self.exchange
+        exchange.chunk, exchange.eof = chunk, eof
+        try:
+            await self._runPhase(Phase.body_filter, self._plugins)
+        except Exception:
+            self._fail(Phase.body_filter, Failure())
+            raise
+        return exchange.chunk
+
+    async def _respond(self, upstream: UpstreamResponse | None) -> None:
+        exchange = self.exchange
+        downstream = self._downstream
+        upstream = await self._headerFilter(upstream)
+        assert exchange.responseStatus is not None
+        downstream.sendHeaders(exchange.responseStatus, exchange.responseHeaders)
+        exchange.headersSent = True
+        filtering = self._hasBodyFilter()
+        try:
+            if upstream is None:
+                assert exchange.exit is not None
+                body = exchange.exit.body
+                if filtering:
+                    body = await self._filterChunk(body, True)
+                downstream.write(body)
+            else:
+                while True:
+                    chunk = await upstream.nextChunk()
+                    if chunk is None:
+                        break
+                    if filtering:
+                        chunk = await self._filterChunk(chunk, False)
+                    downstream.write(chunk)
+                    if downstream.gone:
+                        upstream.discard()
+                        return
+                if filtering:
+                    downstream.write(await self._filterChunk(b"", True))
+        except Exception:
+            # Headers are out: the client must not take a short body for a whole one.
+            if upstream is not None:
+                upstream.discard()
+            downstream.abort()
+            return
+        downstream.finish()
+
+    async def _log(self) -> None:
+        try:
+            await self._runPhase(Phase.log, self._plugins)
+        except Exception:
+            self._fail(Phase.log, Failure())
+        self.exchange.phase = None
+
+
+def _headersOf(short: ShortCircuit) -> Headers:
+    headers = Headers()
+    for name, value in short.headers:
+        headers.addRawHeader(name, value)
+    return headers

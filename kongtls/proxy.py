@@ -1,0 +1,302 @@
+"""HTTP/1.1 (and HTTP/2) requests in, upstream HTTP requests out.
+
+L{GatewayResource} takes every request, L{Upstreams} makes the upstream call through
+a persistent connection pool, L{UpstreamResponse} hands its body over chunk by chunk
+(pausing the upstream when the client is slower), and L{Downstream} writes the client's
+response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    PotentialDataLoss,
+    ResponseDone,
+    ResponseFailed,
+)
+from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from kongtls import __version__
+from kongtls.exchange import Exchange, ShortCircuit, messageResponse
+from kongtls.phase_tracker import PhaseTracker
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+    from kongtls.connection import ConnectionTLS
+    from kongtls.runtime import Runtime
+
+from twisted.internet.interfaces import IPushProducer
+
+log = Logger(namespace="kongtls.proxy")
+
+SERVER = f"kongtls/{__version__}".encode("ascii")
+
+BAD_GATEWAY = "An invalid response was received from the upstream server"
+TIMEOUT = "The upstream server is timing out"
+
+#: RFC 9110 section 7.6.1 connection-specific fields, never forwarded.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+
+
+def _endToEnd(headers: Headers) -> Headers:
+    """A copy without hop-by-hop fields, nor those the Connection field names."""
+    named = set(HOP_BY_HOP)
+    for value in headers.getRawHeaders(b"connection", []):
+        named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    copy = Headers()
+    for name, values in headers.getAllRawHeaders():
+        if name.lower() not in named:
+            copy.setRawHeaders(name, list(values))
+    return copy
+
+
+def connectionOf(request: Any) -> ConnectionTLS | None:
+    """The TLS facts of the connection a request came on (HTTP/1.1 or HTTP/2)."""
+    channel = request.channel
+    transport = getattr(channel, "transport", None)
+    if transport is None:
+        h2 = getattr(channel, "_conn", None)
+        transport = getattr(h2, "transport", None)
+    state: ConnectionTLS | None = getattr(transport, "_kongtls", None)
+    return state
+
+
+class UpstreamResponse(Protocol):
+    """The upstream's status, headers and a body to pull chunk by chunk."""
+
+    HIGH_WATER = 8
+
+    def __init__(self, response: Any) -> None:
+        self.status: int = response.code
+        self.headers = _endToEnd(response.headers)
+        self._response = response
+        self._chunks: deque[bytes] = deque()
+        self._end: Failure | None = None
+        self._waiting: Deferred[None] | None = None
+        self._paused = False
+        self._discarded = False
+        response.deliverBody(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._discarded:
+            return
+        self._chunks.append(data)
+        if len(self._chunks) >= self.HIGH_WATER and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._wake()
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        self._end = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    async def nextChunk(self) -> bytes | None:
+        """The next chunk; None at a complete end; raises if the body was cut short."""
+        while not self._chunks:
+            if self._end is not None:
+                if self._end.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
+                    return None
+                self._end.raiseException()
+            self._waiting = Deferred()
+            await self._waiting
+        data = self._chunks.popleft()
+        if self._paused and len(self._chunks) <= 1 and self.transport:
+            self._paused = False
+            self.transport.resumeProducing()
+        return data
+
+    def discard(self) -> None:
+        """Stop reading: the client is gone or the body is replaced."""
+        self._discarded = True
+        self._chunks.clear()
+        if self._end is None and self.transport is not None:
+            self.transport.stopProducing()
+
+
+class Upstreams:
+    """Calls services over a persistent connection pool."""
+
+    def __init__(self, reactor: Any, connectTimeout: float = 60.0) -> None:
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 32
+        self.agent = Agent(reactor, connectTimeout=connectTimeout, pool=self.pool)
+
+    def upstreamRequest(self, exchange: Exchange) -> tuple[bytes, bytes, Headers]:
+        request = exchange.request
+        route = exchange.route
+        service = exchange.service
+        assert route is not None and service is not None
+        path = request.path.decode("latin-1")
+        rest = path[len(exchange.matchedPrefix):] if route.stripPath else path
+        upstreamPath = _joinPath(service.path, rest)
+        query = request.uri.partition(b"?")[2]
+        uri = upstreamPath.encode("latin-1") + (b"?" + query if query else b"")
+        exchange.upstreamURI = uri.decode("latin-1")
+        host, port = exchange.edits.target or (service.host, service.port)
+        url = f"{service.protocol}://{_hostForURL(host)}:{port}".encode("ascii") + uri
+        headers = _endToEnd(request.requestHeaders)
+        downstreamHost = request.getHeader("host")
+        if not route.preserveHost:
+            headers.removeHeader(b"host")
+            default = 443 if service.protocol == "https" else 80
+            headers.setRawHeaders(
+                b"host", [_hostForURL(host) + ("" if port == default else f":{port}")])
+        client = request.getClientAddress().host
+        forwarded = headers.getRawHeaders(b"x-forwarded-for", [])
+        headers.setRawHeaders(b"x-forwarded-for", [", ".join([*forwarded, client])])
+        headers.setRawHeaders(b"x-forwarded-proto",
+                              [b"https" if request.isSecure() else b"http"])
+        if downstreamHost:
+            headers.setRawHeaders(b"x-forwarded-host", [downstreamHost.partition(":")[0]])
+        headers.setRawHeaders(b"x-forwarded-port", [str(request.getHost().port)])
+        headers.setRawHeaders(b"x-forwarded-path", [request.path])
+        headers.setRawHeaders(b"x-real-ip", [client])
+        for name in exchange.edits.clearHeaders:
+            headers.removeHeader(name)
+        for name, values in exchange.edits.setHeaders.items():
+            headers.setRawHeaders(name, values)
+        return request.method, url, headers
+
+    async def call(self, exchange: Exchange) -> UpstreamResponse | ShortCircuit:
+        method, url, headers = self.upstreamRequest(exchange)
+        request = exchange.request
+        content = request.content
+        content.seek(0, 2)
+        size = content.tell()
+        content.seek(0)
+        body = FileBodyProducer(content) if size or method in (b"POST", b"PUT", b"PATCH") \
+            else None
+        exchange.upstreamStarted = time.time()
+        pending = self.agent.request(method, url, headers, body)
+        _cancelOnDisconnect(request, pending)
+        try:
+            response = await pending
+        except (ConnectError, DNSLookupError, ResponseFailed, TimeoutError) as e:
+            exchange.upstreamDone = time.time()
+            if isinstance(e, TimeoutError):
+                return messageResponse(504, TIMEOUT)
+            log.warn("upstream {url} failed: {error}", url=url.decode("latin-1"), error=e)
+            return messageResponse(502, BAD_GATEWAY)
+        except CancelledError:
+            exchange.upstreamDone = time.time()
+            return messageResponse(502, BAD_GATEWAY)
+        exchange.upstreamDone = time.time()
+        return UpstreamResponse(response)
+
+
+def _cancelOnDisconnect(request: Any, pending: Deferred[Any]) -> None:
+    """A client that goes away cancels the upstream request it was waiting for."""
+
+    def onGone(reason: Failure) -> None:
+        if not pending.called:
+            pending.cancel()
+
+    request.notifyFinish().addErrback(onGone)
+
+
+def _hostForURL(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _joinPath(base: str, rest: str) -> str:
+    if not rest:
+        return base or "/"
+    if base.endswith("/") and rest.startswith("/"):
+        return base + rest[1:]
+    if not base.endswith("/") and not rest.startswith("/"):
+        return base + "/" + rest
+    return base + rest
+
+
+@implementer(IPushProducer)
+class Downstream:
+    """Writes the response to the client and tells when the client has gone."""
+
+    def __init__(self, request: Request, exchange: Exchange) -> None:
+        self._request = request
+        self._exchange = exchange
+        self.gone = False
+        request.notifyFinish().addErrback(self._clientGone)
+
+    def _clientGone(self, reason: Failure) -> None:
+        self.gone = True
+
+    def sendHeaders(self, status: int, headers: Headers) -> None:
+        request = self._request
+        request.setResponseCode(status)
+        request.defaultContentType = None
+        if not headers.hasHeader(b"server"):
+            request.responseHeaders.setRawHeaders(b"server", [SERVER])
+        for name, values in headers.getAllRawHeaders():
+            request.responseHeaders.setRawHeaders(name, list(values))
+
+    def write(self, data: bytes) -> None:
+        if data and not self.gone:
+            self._exchange.bytesSent += len(data)
+            self._request.write(data)
+
+    def finish(self) -> None:
+        if not self.gone:
+            self._request.finish()
+
+    def abort(self) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        channel = self._request.channel
+        transport = getattr(channel, "transport", None)
+        target = transport if transport is not None else channel
+        abort = getattr(target, "abortConnection", None) or target.loseConnection
+        abort()
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.gone = True
+
+
+class GatewayResource(Resource):
+    """Every path: each request becomes an L{Exchange} driven by a L{PhaseTracker}."""
+
+    isLeaf = True
+
+    def __init__(self, currentRuntime: Any, upstreams: Upstreams) -> None:
+        super().__init__()
+        self._currentRuntime = currentRuntime
+        self._upstreams = upstreams
+
+    def render(self, request: Request) -> Any:
+        runtime: Runtime = self._currentRuntime()
+        exchange = Exchange(request, runtime, connectionOf(request))
+        tracker = PhaseTracker(exchange, self._upstreams, Downstream(request, exchange))
+        done = tracker.run()
+        done.addErrback(lambda f: log.failure("request failed", f))
+        return NOT_DONE_YET

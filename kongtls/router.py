@@ -1,0 +1,43 @@
+"""Matching a request to a route by ``hosts``, ``paths`` (prefix) and ``snis``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kongtls.config import Route
+from kongtls.sni import nameMatches
+
+
+class Router:
+    """Picks the most specific matching route, as Kong's router ranks them.
+
+    A route matches when every field it sets matches. Routes setting more of hosts,
+    paths and snis come first; then a longer matched path prefix; then config order.
+    """
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._routes = tuple(routes)
+
+    def match(self, host: str, path: str, sni: str | None) -> tuple[Route, str] | None:
+        """The route for a request, with the path prefix it matched ("" if none)."""
+        best: tuple[tuple[int, int, int], Route, str] | None = None
+        for route in self._routes:
+            if route.hosts and not any(nameMatches(h, host) for h in route.hosts):
+                continue
+            if route.snis and not (sni and any(nameMatches(s, sni) for s in route.snis)):
+                continue
+            prefix = ""
+            if route.paths:
+                matched = [p for p in route.paths if _pathMatches(p, path)]
+                if not matched:
+                    continue
+                prefix = max(matched, key=len)
+            rank = (bool(route.hosts) + bool(route.paths) + bool(route.snis),
+                    len(prefix), -route.index)
+            if best is None or rank > best[0]:
+                best = (rank, route, prefix)
+        return None if best is None else (best[1], best[2])
+
+
+def _pathMatches(prefix: str, path: str) -> bool:
+    return path.startswith(prefix)

@@ -1,0 +1,152 @@
+"""The TLS side of a listener: OpenSSL callbacks as Kong's handshake phases.
+
+* the servername callback is the *client_hello* phase: the certificate for the SNI is
+  chosen, then ``client_hello`` handlers run (ALPN is not chosen yet);
+* the info callback, once the ClientHello has been read and before anything is
+  written, is the *certificate* phase;
+* a handler that fails aborts that one handshake: the server flight is dropped and a
+  fatal ``internal_error`` alert is sent instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from kongtls.connection import ConnectionTLS
+from kongtls.handshake import runHandshakePhase
+from kongtls.phases import Phase
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IProtocolFactory
+
+    from kongtls.runtime import Runtime
+
+log = Logger(namespace="kongtls.tls")
+
+#: A TLS record: alert, TLS 1.2 record version, 2 bytes: fatal (2), internal_error (80).
+INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, 80])
+
+_READ_CLIENT_HELLO = b"SSLv3/TLS read client hello"
+_WRITE_CERTIFICATE_REQUEST = b"SSLv3/TLS write certificate request"
+
+
+def _state(conn: SSL.Connection) -> ConnectionTLS:
+    # Twisted makes the TLS protocol the connection's app data.
+    state: ConnectionTLS = conn.get_app_data()._kongtls
+    return state
+
+
+def _onServerName(conn: SSL.Connection) -> None:
+    state = _state(conn)
+    try:
+        raw = conn.get_servername()
+        state.sni = raw.decode("ascii").lower() if raw else None
+        selected = state.runtime.certificates.select(state.sni)
+        if selected is not state.runtime.certificates.default:
+            conn.set_context(selected)
+        runHandshakePhase(state, Phase.client_hello)
+    except Exception:
+        _abort(state, "client_hello", Failure())
+
+
+def _onInfo(conn: SSL.Connection, where: int, ret: int) -> None:
+    state = _state(conn)
+    if where & SSL.SSL_CB_HANDSHAKE_DONE:
+        state.handshakeDone = True
+        state.restoreCANames()
+        return
+    if not where & SSL.SSL_CB_ACCEPT_LOOP:
+        return
+    stage = conn.get_state_string()
+    if stage == _READ_CLIENT_HELLO:
+        if state.abortReason is None:
+            try:
+                runHandshakePhase(state, Phase.certificate)
+            except Exception:
+                _abort(state, "certificate", Failure())
+    elif stage == _WRITE_CERTIFICATE_REQUEST:
+        state.restoreCANames()
+
+
+def _abort(state: ConnectionTLS, phase: str, failure: Failure) -> None:
+    state.abortReason = phase
+    state.restoreCANames()
+    log.failure("{phase} phase failed for SNI {sni!r}: handshake aborted",
+                failure, phase=phase, sni=state.sni)
+
+
+def _selectALPN(conn: SSL.Connection, offered: Sequence[bytes]) -> Any:
+    state = _state(conn)
+    for proto in state.runtime.alpn:
+        if proto in offered and not (proto == b"h2" and state.noHTTP2):
+            return proto
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def customizeContext(ctx: SSL.Context) -> None:
+    """Install the gateway's callbacks on a server context being built."""
+    ctx.set_tlsext_servername_callback(_onServerName)
+    ctx.set_alpn_select_callback(_selectALPN)
+    ctx.set_info_callback(_onInfo)
+
+
+class GatewayTLSProtocol(BufferingTLSTransport):
+    """A TLS transport that can replace an aborted handshake's flight with an alert."""
+
+    _kongtls: ConnectionTLS | None = None
+
+    def _flushSendBIO(self) -> None:
+        state = self._kongtls
+        if state is not None and state.abortReason is not None and not state.handshakeDone:
+            self._sendAbortAlert()
+            return
+        super()._flushSendBIO()
+
+    def _sendAbortAlert(self) -> None:
+        conn = self._tlsConnection
+        while True:
+            try:
+                conn.bio_read(2**16)
+            except SSL.WantReadError:
+                break
+        if self.transport is not None and not getattr(self, "_kongtlsAlertSent", False):
+            self._kongtlsAlertSent = True
+            self.transport.write(INTERNAL_ERROR_ALERT)
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._kongtls is not None:
+            self._kongtls.connectionClosed()
+        super().connectionLost(reason)  # type: ignore[arg-type]
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class GatewayConnectionCreator:
+    """Makes each server connection from the runtime current at accept time."""
+
+    def __init__(self, currentRuntime: Callable[[], Runtime]) -> None:
+        self._currentRuntime = currentRuntime
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        runtime = self._currentRuntime()
+        conn = SSL.Connection(runtime.certificates.default, None)
+        tlsProtocol._kongtls = ConnectionTLS(conn, runtime, tlsProtocol)
+        return conn
+
+
+class GatewayTLSFactory(TLSMemoryBIOFactory):
+    """TLS around the HTTP factory, with the gateway's handshake phases."""
+
+    protocol = GatewayTLSProtocol
+
+    def __init__(self, currentRuntime: Callable[[], Runtime], wrapped: IProtocolFactory,
+                 clock: IReactorTime) -> None:
+        super().__init__(GatewayConnectionCreator(currentRuntime), False, wrapped, clock)
