@@ -79,6 +79,7 @@ class Exchange:
         self.clientVerifyOverride: str | None = None
         self.shared: dict[str, Any] = {}
         self.pluginCtx: dict[str, dict[str, Any]] = {}
+        self.requestSize = _contentSize(request)
         self.startedAt = time.time()
         self.upstreamStarted: float | None = None
         self.upstreamDone: float | None = None
@@ -88,3 +89,12 @@ class Exchange:
 
     def pluginContext(self, name: str) -> dict[str, Any]:
         return self.pluginCtx.setdefault(name, {})
+
+
+def _contentSize(request: Request) -> int:
+    content = request.content
+    if content is None:
+        return 0
+    size = content.seek(0, 2)
+    content.seek(0)
+    return int(size)

@@ -185,11 +185,9 @@ class Upstreams:
         method, url, headers = self.upstreamRequest(exchange)
         request = exchange.request
         content = request.content
-        content.seek(0, 2)
-        size = content.tell()
         content.seek(0)
-        body = FileBodyProducer(content) if size or method in (b"POST", b"PUT", b"PATCH") \
-            else None
+        body = FileBodyProducer(content) if exchange.requestSize or \
+            method in (b"POST", b"PUT", b"PATCH") else None
         exchange.upstreamStarted = time.time()
         pending = self.agent.request(method, url, headers, body)
         _cancelOnDisconnect(request, pending)

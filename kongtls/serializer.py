@@ -51,7 +51,7 @@ def serialize(exchange: Exchange) -> dict[str, Any]:
             "querystring": uri.partition("?")[2],
             "method": request.method.decode("ascii"),
             "headers": _headers(request.requestHeaders),
-            "size": _requestSize(request),
+            "size": exchange.requestSize,
             "tls": tlsInfo(exchange),
         },
         "upstream_uri": exchange.upstreamURI or "",
@@ -78,10 +78,3 @@ def serialize(exchange: Exchange) -> dict[str, Any]:
         del result["request"]["tls"]
     return result
 
-
-def _requestSize(request: Any) -> int:
-    content = request.content
-    try:
-        return int(content.seek(0, 2))
-    finally:
-        content.seek(0)
