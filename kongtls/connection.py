@@ -68,15 +68,15 @@ class ConnectionTLS:
         self.noSessionReuse = True
         self.connection.set_options(SSL.OP_NO_TICKET)
 
-    def connectionClosed(self) -> None:
-        """A connection that must not be resumed leaves the session cache as it closes.
+    def keepOutOfSessionCache(self) -> None:
+        """Called once the client's Finished is read, before OpenSSL caches the session.
 
-        OpenSSL drops a session from its cache when its connection is freed without
-        having sent close_notify, so the sent-shutdown flag is cleared here.
+        OpenSSL does not cache a session whose connection verifies its peer while no
+        session-ID context is set (our contexts set none). Verify mode matters for
+        nothing else this late, so setting it here keeps exactly this session out.
         """
-        self.restoreCANames()
-        if self.noSessionReuse:
-            self.connection.set_shutdown(self.connection.get_shutdown() & ~SSL.SENT_SHUTDOWN)
+        if self.noSessionReuse and not self.certificateRequested:
+            self.connection.set_verify(SSL.VERIFY_PEER, _acceptAny)
 
     # -- facts for later phases -----------------------------------------------------
 

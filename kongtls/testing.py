@@ -198,9 +198,25 @@ class Response:
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
+_contexts: dict[tuple[int, int, str | None, tuple[str, ...]], ssl.SSLContext] = {}
+
+
 def clientContext(pki: TestPKI | None = None, clientCert: Identity | None = None,
                   tlsVersion: str | None = None, alpn: Sequence[str] = ()) -> ssl.SSLContext:
-    """A Python ``ssl`` client context trusting C{pki}'s root (or nothing checked)."""
+    """A Python ``ssl`` client context trusting C{pki}'s root (or nothing checked).
+
+    Contexts are kept per set of options: Python only offers a saved session through
+    the context that made it, so a later L{fetch} with C{session=} just works.
+    """
+    key = (id(pki), id(clientCert), tlsVersion, tuple(alpn))
+    cached = _contexts.get(key)
+    if cached is None:
+        cached = _contexts[key] = _newClientContext(pki, clientCert, tlsVersion, alpn)
+    return cached
+
+
+def _newClientContext(pki: TestPKI | None, clientCert: Identity | None,
+                      tlsVersion: str | None, alpn: Sequence[str]) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if pki is not None:
         ctx.load_verify_locations(pki.rootFile)

@@ -36,6 +36,7 @@ INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, 80])
 
 _READ_CLIENT_HELLO = b"SSLv3/TLS read client hello"
 _WRITE_CERTIFICATE_REQUEST = b"SSLv3/TLS write certificate request"
+_READ_FINISHED = b"SSLv3/TLS read finished"
 
 
 def _state(conn: SSL.Connection) -> ConnectionTLS:
@@ -74,6 +75,8 @@ def _onInfo(conn: SSL.Connection, where: int, ret: int) -> None:
                 _abort(state, "certificate", Failure())
     elif stage == _WRITE_CERTIFICATE_REQUEST:
         state.restoreCANames()
+    elif stage == _READ_FINISHED:
+        state.keepOutOfSessionCache()
 
 
 def _abort(state: ConnectionTLS, phase: str, failure: Failure) -> None:
@@ -124,7 +127,7 @@ class GatewayTLSProtocol(BufferingTLSTransport):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._kongtls is not None:
-            self._kongtls.connectionClosed()
+            self._kongtls.restoreCANames()
         super().connectionLost(reason)  # type: ignore[arg-type]
 
 
