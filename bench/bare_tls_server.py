@@ -1,0 +1,98 @@
+"""A bare Twisted TLS server: the baseline of ``bench/handshake_cpu.py``.
+
+A plain L{Protocol} that does nothing, under TLS made by L{CertificateOptions} from
+cryptography key and certificate objects. Like the kongtls ``client-certificate``
+plugin it asks for (but does not require or verify) a client certificate: VERIFY_PEER
+with a callback that accepts anything, optionally naming acceptable CAs in the
+CertificateRequest (``--ca-names``), with session tickets and the session cache off.
+
+    python bench/bare_tls_server.py --port 8443 --cert server.crt --key server.key
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+
+def _acceptAny(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+    """Like nginx's ``ssl_verify_client optional_no_ca``: any certificate will do."""
+    return True
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class RequestClientCertificate:
+    """Server connections from one context that asks every client for a certificate."""
+
+    def __init__(self, options: CertificateOptions,
+                 caNames: list[x509.Certificate] | None = None) -> None:
+        # getContext() is the context CertificateOptions built (and caches) from its
+        # settings; it is changed once here, before any connection uses it.
+        self._context = options.getContext()
+        self._context.set_verify(SSL.VERIFY_PEER, _acceptAny)
+        for ca in caNames or ():
+            self._context.add_client_ca(ca)
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return SSL.Connection(self._context, None)
+
+
+class Idle(Protocol):
+    """Says nothing; the client closes once its handshake is done."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert", required=True, help="PEM chain, leaf first")
+    parser.add_argument("--key", required=True, help="PEM private key")
+    parser.add_argument("--ca-names", help="PEM CA certificates named in CertificateRequest")
+    args = parser.parse_args(argv)
+
+    with open(args.cert, "rb") as f:
+        chain = x509.load_pem_x509_certificates(f.read())
+    with open(args.key, "rb") as f:
+        key = load_pem_private_key(f.read(), password=None)
+    caNames: list[x509.Certificate] = []
+    if args.ca_names:
+        with open(args.ca_names, "rb") as f:
+            caNames = x509.load_pem_x509_certificates(f.read())
+
+    options = CertificateOptions(
+        privateKey=key,  # type: ignore[arg-type]  # pyOpenSSL takes cryptography keys
+        certificate=chain[0],  # type: ignore[arg-type]
+        extraCertChain=chain[1:] or None,  # type: ignore[arg-type]
+        enableSessions=False,
+        enableSessionTickets=False,
+    )
+    from twisted.internet import reactor
+
+    factory = TLSMemoryBIOFactory(RequestClientCertificate(options, caNames), False,
+                                  Factory.forProtocol(Idle), reactor)  # type: ignore[arg-type]
+    endpoint = serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1")
+
+    def listening(port: Any) -> None:
+        sys.stdout.write(f"bare TLS server listening on {port.getHost()}\n")
+        sys.stdout.flush()
+
+    def failed(failure: Any) -> None:
+        sys.stderr.write(f"bare TLS server cannot listen: {failure.getErrorMessage()}\n")
+        reactor.stop()  # type: ignore[attr-defined]
+
+    endpoint.listen(factory).addCallbacks(listening, failed)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()

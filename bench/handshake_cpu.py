@@ -1,0 +1,588 @@
+"""Server CPU per full mutual-TLS handshake: kongtls against a bare Twisted TLS server.
+
+Both servers (and nginx with ``--nginx``) run in the same run as subprocesses pinned to
+core 0; this process is the load generator, pinned to core 1. Each handshake is a new
+TCP connection and a full handshake (session tickets and the session cache are off on
+every server, the client never offers a session) with an ECDSA P-256 server certificate
+and an ECDSA P-256 client certificate. The client then sends close_notify and waits for
+the server's, so that the server has processed the client's last flight (in TLS 1.3 the
+client's Certificate, CertificateVerify and Finished come after the client is done) before
+the handshake counts.
+
+CPU per handshake is the server's utime + stime (``/proc/PID/stat``, every thread, and for
+nginx its worker too) over a batch, divided by the handshakes completed. Rounds alternate
+the order of the servers; medians over rounds are reported per server and TLS version,
+with the ratios kongtls / bare Twisted (and / nginx).
+
+    /tmp/venv/bin/python bench/handshake_cpu.py [--rounds 3] [--handshakes 1500] [--nginx]
+
+Results go to bench/results/handshake_cpu.json, the servers' logs beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kongtls.testing import TestPKI
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_FILE = RESULTS_DIR / "handshake_cpu.json"
+LOG_DIR = RESULTS_DIR / "handshake_cpu-logs"
+BIN_DIR = Path(sys.executable).parent
+NGINX = Path("/usr/sbin/nginx")
+
+SERVER_CORE = 0
+CLIENT_CORE = 1
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TLS_VERSIONS = {"1.3": ssl.TLSVersion.TLSv1_3, "1.2": ssl.TLSVersion.TLSv1_2}
+SERVER_NAME = "localhost"  # sent as SNI; the server certificate is for it and 127.0.0.1
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processTimes(pid: int) -> float:
+    """utime + stime of process C{pid} (all its threads, dead ones too), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """C{pid} and every process below it."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        todo.extend(_children(current))
+    return pids
+
+
+def pinned(core: int) -> list[str]:
+    """A command prefix that runs a program (and all its threads) on C{core} only."""
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise SystemExit("taskset (util-linux) is needed to pin the servers")
+    return [taskset, "-c", str(core)]
+
+
+@dataclass
+class Server:
+    """One server under test, as a subprocess (its own process group) on core 0."""
+
+    name: str
+    label: str
+    argv: list[str]
+    port: int
+    cwd: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    logPath: Path | None = None
+    _log: Any = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.logPath = LOG_DIR / f"{self.name}.log"
+        self._log = open(self.logPath, "wb")  # closed in stop()
+        self.proc = subprocess.Popen(pinned(SERVER_CORE) + self.argv, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.cwd, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode} at start; "
+                                   f"log:\n{self.logTail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.label} is not listening on {self.port} after "
+                                       f"{timeout}s; log:\n{self.logTail()}") from None
+                time.sleep(0.05)
+        for pid in self.pids():
+            affinity = os.sched_getaffinity(pid)
+            if affinity != {SERVER_CORE}:
+                raise RuntimeError(f"{self.label} pid {pid} runs on cores {affinity}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return descendants(self.proc.pid)
+
+    def cpuSeconds(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            try:
+                total += _processTimes(pid)
+            except FileNotFoundError:
+                pass
+        return total
+
+    def logTail(self, lines: int = 30) -> str:
+        if self.logPath is None or not self.logPath.exists():
+            return ""
+        return "\n".join(self.logPath.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            pgid = self.proc.pid  # start_new_session: the group is this process's own
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(pgid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def kongtlsServer(pki: TestPKI, work: Path) -> Server:
+    port = freePort()
+    document = {
+        "_format_version": "3.0",
+        "services": [{"name": "nowhere", "url": "http://127.0.0.1:9/"}],
+        "plugins": [{"name": "client-certificate",
+                     "config": {"ca_certs": [pki.caPEM(pki.root)],
+                                "disable_session_reuse": True}}],
+    }
+    conf = work / "kong.yml"
+    conf.write_text(yaml.safe_dump(document, sort_keys=False))
+    twistd = BIN_DIR / "twistd"
+    argv = [str(twistd), "-n", "--pidfile=", "kongtls", "--config", str(conf),
+            "--https", f"tcp:{port}:interface=127.0.0.1",
+            "--ssl-cert", pki.server.certFile, "--ssl-key", pki.server.keyFile,
+            "--ssl-session-tickets", "off"]
+    return Server("kongtls", "kongtls", argv, port, cwd=str(work))
+
+
+def bareServer(pki: TestPKI, work: Path) -> Server:
+    port = freePort()
+    argv = [sys.executable, str(BENCH_DIR / "bare_tls_server.py"), "--port", str(port),
+            "--cert", pki.server.certFile, "--key", pki.server.keyFile,
+            "--ca-names", pki.rootFile]
+    return Server("bare", "bare Twisted", argv, port, cwd=str(work))
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_verify_client optional_no_ca;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        location / {{ return 200; }}
+    }}
+}}
+"""
+
+
+def nginxServer(pki: TestPKI, work: Path) -> Server:
+    port = freePort()
+    home = work / "nginx"
+    home.mkdir()
+    conf = home / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=home, port=port, cert=pki.server.certFile,
+                                      key=pki.server.keyFile))
+    argv = [str(NGINX), "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf)]
+    return Server("nginx", "nginx", argv, port, cwd=str(home))
+
+
+# -- load -----------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """What one batch of handshakes did, seen from the client."""
+
+    completed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    cipher: str | None = None
+    wall: float = 0.0
+    clientCPU: float = 0.0
+
+
+def clientContext(pki: TestPKI, version: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.load_verify_locations(pki.rootFile)
+    ctx.load_cert_chain(pki.client.certFile, pki.client.keyFile)
+    ctx.options |= ssl.OP_NO_TICKET
+    return ctx
+
+
+def handshakeOnce(ctx: ssl.SSLContext, port: int, timeout: float) -> tuple[str | None, str]:
+    """One full handshake then a clean close; (cipher, "") or (None, what went wrong)."""
+    stage = "connect"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stage = "handshake"
+            tls = ctx.wrap_socket(raw, server_hostname=SERVER_NAME)
+            cipher = tls.cipher()
+            stage = "close"
+            # Our close_notify, then the server's close_notify (Twisted) or its TCP close
+            # (nginx answers none): either way it has read our whole last flight.
+            try:
+                tls.unwrap()
+            except ssl.SSLEOFError:
+                pass
+            return (cipher[0] if cipher else "?"), ""
+    except (OSError, ValueError) as e:
+        return None, f"{stage}: {type(e).__name__}: {getattr(e, 'reason', None) or e}"
+
+
+def runLoad(ctx: ssl.SSLContext, port: int, count: int, concurrency: int,
+            timeout: float = 10.0) -> Load:
+    """C{count} handshakes from C{concurrency} threads (the GIL is free while they wait)."""
+    load = Load()
+    lock = threading.Lock()
+    remaining = [count]
+    consecutiveErrors = [0]
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if remaining[0] <= 0 or consecutiveErrors[0] >= 100:
+                    return
+                remaining[0] -= 1
+            cipher, error = handshakeOnce(ctx, port, timeout)
+            with lock:
+                if cipher is not None:
+                    load.completed += 1
+                    load.cipher = cipher
+                    consecutiveErrors[0] = 0
+                else:
+                    load.errors[error] += 1
+                    consecutiveErrors[0] += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    cpu0, t0 = time.process_time(), time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    load.wall = time.monotonic() - t0
+    load.clientCPU = time.process_time() - cpu0
+    return load
+
+
+@dataclass
+class Sample:
+    """One measured batch against one server."""
+
+    server: str
+    tls: str
+    round: int
+    completed: int
+    errors: dict[str, int]
+    cipher: str | None
+    serverCPU: float
+    wall: float
+    clientCPU: float
+
+    @property
+    def usPerHandshake(self) -> float | None:
+        return self.serverCPU / self.completed * 1e6 if self.completed else None
+
+    @property
+    def serverUtilisation(self) -> float:
+        return self.serverCPU / self.wall if self.wall else 0.0
+
+
+def measure(server: Server, ctx: ssl.SSLContext, tls: str, roundNo: int, count: int,
+            concurrency: int, settle: float = 0.2) -> Sample:
+    if not server.alive():
+        raise RuntimeError(f"{server.label} has died; log:\n{server.logTail()}")
+    time.sleep(settle)  # let whatever the server still does from the last batch finish
+    before = server.cpuSeconds()
+    load = runLoad(ctx, server.port, count, concurrency)
+    time.sleep(settle)  # closing the last connections is part of the cost
+    after = server.cpuSeconds()
+    return Sample(server.name, tls, roundNo, load.completed, dict(load.errors), load.cipher,
+                  after - before, load.wall + settle, load.clientCPU)
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarise(samples: Sequence[Sample], servers: Sequence[Server],
+              versions: Sequence[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for tls in versions:
+        perServer: dict[str, Any] = {}
+        for server in servers:
+            mine = [s for s in samples if s.server == server.name and s.tls == tls]
+            errors: Counter[str] = Counter()
+            for s in mine:
+                errors.update(s.errors)
+            perServer[server.name] = {
+                "us_per_handshake_median": median([s.usPerHandshake for s in mine]),
+                "us_per_handshake_rounds": [s.usPerHandshake for s in mine],
+                "handshakes": sum(s.completed for s in mine),
+                "errors": sum(errors.values()),
+                "error_kinds": dict(errors),
+                "cipher": next((s.cipher for s in mine if s.cipher), None),
+                "server_utilisation_median": median([s.serverUtilisation for s in mine]),
+                "handshakes_per_second_median": median(
+                    [s.completed / s.wall if s.wall else None for s in mine]),
+            }
+        ratios: dict[str, float | None] = {}
+        kong = perServer.get("kongtls", {}).get("us_per_handshake_median")
+        for other in ("bare", "nginx"):
+            base = perServer.get(other, {}).get("us_per_handshake_median")
+            if other in perServer:
+                ratios[f"kongtls/{other}"] = kong / base if kong and base else None
+        if "bare" in perServer and "nginx" in perServer:
+            bare = perServer["bare"]["us_per_handshake_median"]
+            nginx = perServer["nginx"]["us_per_handshake_median"]
+            ratios["bare/nginx"] = bare / nginx if bare and nginx else None
+        summary[f"TLS{tls}"] = {"servers": perServer, "ratios": ratios}
+    return summary
+
+
+def _fmt(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def printTable(summary: dict[str, Any], servers: Sequence[Server],
+               write: Callable[[str], object] = print) -> None:
+    write("")
+    write(f"{'TLS':<7} {'server':<13} {'CPU us/hs':>9} {'rounds (us)':<22} {'hs':>6} "
+          f"{'err':>4} {'srv CPU':>7} {'hs/s':>6}  cipher")
+    for version, entry in summary.items():
+        for server in servers:
+            row = entry["servers"][server.name]
+            rounds = ",".join(_fmt(v) for v in row["us_per_handshake_rounds"])
+            write(f"{version:<7} {server.label:<13} {_fmt(row['us_per_handshake_median']):>9} "
+                  f"{rounds:<22} {row['handshakes']:>6} {row['errors']:>4} "
+                  f"{_fmt(100 * (row['server_utilisation_median'] or 0)):>6}% "
+                  f"{_fmt(row['handshakes_per_second_median']):>6}  {row['cipher'] or '-'}")
+        ratios = "  ".join(f"{name} = {_fmt(value, '.2f')}x"
+                           for name, value in entry["ratios"].items())
+        write(f"{version:<7} ratios: {ratios}")
+    write("")
+
+
+# -- main -----------------------------------------------------------------------------
+
+
+def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--handshakes", type=int, default=1500,
+                        help="handshakes per server, TLS version and round (default 1500)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="client threads on core 1 (default 4)")
+    parser.add_argument("--warmup", type=int, default=200,
+                        help="unmeasured handshakes per server and TLS version first")
+    parser.add_argument("--tls", choices=["1.3", "1.2", "both"], default="both")
+    parser.add_argument("--nginx", action="store_true",
+                        help=f"also measure nginx ({NGINX}) if it is installed")
+    parser.add_argument("--output", type=Path, default=RESULTS_FILE)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.handshakes < 1 or args.concurrency < 1 or args.warmup < 0:
+        parser.error("--rounds, --handshakes and --concurrency must be positive")
+    return args
+
+
+def checkMachine() -> None:
+    cores = os.sched_getaffinity(0)
+    if not {SERVER_CORE, CLIENT_CORE} <= cores:
+        raise SystemExit(f"cores {SERVER_CORE} and {CLIENT_CORE} are needed; "
+                         f"this process may use {sorted(cores)}")
+    if len(cores) > 2:
+        print(f"note: {len(cores)} cores; only {SERVER_CORE} (servers) and {CLIENT_CORE} "
+              f"(client) are used")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parseArgs(argv)
+    checkMachine()
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    versions = ["1.3", "1.2"] if args.tls == "both" else [args.tls]
+    started = time.monotonic()
+
+    pki = TestPKI()
+    servers: list[Server] = []
+    samples: list[Sample] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="kongtls-bench-") as tmp:
+        work = Path(tmp)
+        try:
+            servers = [kongtlsServer(pki, work), bareServer(pki, work)]
+            if args.nginx:
+                if NGINX.exists():
+                    servers.append(nginxServer(pki, work))
+                else:
+                    notes.append(f"nginx skipped: {NGINX} is not installed "
+                                 f"(apt-get install nginx)")
+                    print(notes[-1])
+            for server in servers:
+                server.start()
+                print(f"{server.label}: pid {server.proc.pid if server.proc else '?'}, "
+                      f"port {server.port}, core {SERVER_CORE}")
+            contexts = {v: clientContext(pki, TLS_VERSIONS[v]) for v in versions}
+
+            for tls in versions:
+                for server in servers:
+                    warm = runLoad(contexts[tls], server.port, args.warmup, args.concurrency)
+                    if args.warmup and not warm.completed:
+                        raise RuntimeError(f"{server.label} TLS {tls}: no handshake completed "
+                                           f"in warm-up: {dict(warm.errors)}\n"
+                                           f"{server.logTail()}")
+
+            for roundNo in range(args.rounds):
+                for tls in versions:
+                    shift = roundNo % len(servers)
+                    for server in servers[shift:] + servers[:shift]:
+                        sample = measure(server, contexts[tls], tls, roundNo, args.handshakes,
+                                         args.concurrency)
+                        samples.append(sample)
+                        print(f"round {roundNo + 1}/{args.rounds} TLS {tls} "
+                              f"{server.label:<13} {_fmt(sample.usPerHandshake):>6} us/hs  "
+                              f"{sample.completed} hs, {sum(sample.errors.values())} errors, "
+                              f"server CPU {100 * sample.serverUtilisation:.0f}%, "
+                              f"client CPU {100 * sample.clientCPU / sample.wall:.0f}%")
+        finally:
+            for server in servers:
+                server.stop()
+            pki.close()
+
+    summary = summarise(samples, servers, versions)
+    printTable(summary, servers)
+    for server in servers:
+        problems = [line for line in server.logTail(10_000).splitlines()
+                    if "Traceback" in line or "Unhandled" in line or "[error]" in line
+                    or "[crit]" in line or "[alert]" in line]
+        if problems:
+            notes.append(f"{server.label} logged {len(problems)} problem lines "
+                         f"(see {server.logPath}); first: {problems[0]}")
+            print(notes[-1])
+
+    result = {
+        "benchmark": "server CPU per full mutual-TLS handshake (ECDSA P-256, no resumption)",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {
+            "rounds": args.rounds, "handshakes": args.handshakes,
+            "concurrency": args.concurrency, "warmup": args.warmup, "tls": versions,
+            "server_core": SERVER_CORE, "client_core": CLIENT_CORE,
+            "servers": {s.name: s.argv for s in servers},
+        },
+        "environment": environment(),
+        "summary": summary,
+        "samples": [dict(asdict(s), us_per_handshake=s.usPerHandshake,
+                         server_utilisation=s.serverUtilisation) for s in samples],
+        "notes": notes,
+        "duration_seconds": round(time.monotonic() - started, 1),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output} ({result['duration_seconds']} s)")
+    return 0
+
+
+def environment() -> dict[str, Any]:
+    import cryptography
+    import OpenSSL
+    import twisted
+    from OpenSSL import SSL
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "twisted": twisted.__version__,
+        "pyOpenSSL": OpenSSL.__version__,
+        "cryptography": cryptography.__version__,
+        "server_openssl": SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode(),
+        "client_openssl": ssl.OPENSSL_VERSION,
+        "kernel": platform.release(),
+        "cpu": _cpuModel(),
+    }
+    if NGINX.exists():
+        version = subprocess.run([str(NGINX), "-v"], capture_output=True, text=True)
+        env["nginx"] = version.stderr.strip()
+    return env
+
+
+def _cpuModel() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
