@@ -159,6 +159,7 @@ class Upstreams:
         host, port = exchange.edits.target or (service.host, service.port)
         url = f"{service.protocol}://{_hostForURL(host)}:{port}".encode("ascii") + uri
         headers = _endToEnd(request.requestHeaders)
+        headers.removeHeader(b"content-length")  # the body producer states it
         downstreamHost = request.getHeader("host")
         if not route.preserveHost:
             headers.removeHeader(b"host")
