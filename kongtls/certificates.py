@@ -30,7 +30,7 @@ def selfSigned(commonName: str = "localhost") -> KeyedChain:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kongtls")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -86,7 +86,7 @@ def buildServerContext(keyed: KeyedChain, sessions: SessionPolicy,
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.use_certificate(keyed.chain[0])
-    ctx.use_privatekey(keyed.key)
+    ctx.use_privatekey(keyed.key)  # type: ignore[arg-type]  # refused keys raise
     for extra in keyed.chain[1:]:
         ctx.add_extra_chain_cert(extra)
     ctx.check_privatekey()

@@ -77,7 +77,9 @@ def _fatal(message: str) -> None:
 
 
 def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
 
     from kongtls.gateway import Gateway, GatewayService, GatewaySettings
 

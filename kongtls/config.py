@@ -222,9 +222,10 @@ class _Reader:
                 raise self.fail(entity, "url", f"bad port in {url!r}") from None
             protocol, host, path = parts.scheme, parts.hostname, parts.path or "/"
         else:
-            host = self.string(data, "host", entity)
-            if host is None:
+            givenHost = self.string(data, "host", entity)
+            if givenHost is None:
                 raise self.fail(entity, "url", "a service needs a url or a host")
+            host = givenHost
             protocol = self.string(data, "protocol", entity) or "http"
             if protocol not in ("http", "https"):
                 raise self.fail(entity, "protocol", f"unsupported protocol {protocol!r}")

@@ -105,6 +105,7 @@ class Gateway:
         """Serve HTTPS (or plain HTTP with C{tls=False}) on an endpoint or endpoint string."""
         if isinstance(endpoint, str):
             endpoint = serverFromString(self.reactor, endpoint)
+        assert IStreamServerEndpoint.providedBy(endpoint)
         factory = self.httpsFactory() if tls else self.httpFactory()
         listening: Deferred[IListeningPort] = endpoint.listen(factory)
 
@@ -150,7 +151,7 @@ async def _stopPort(port: IListeningPort) -> None:
 class GatewayService(Service):
     """A gateway as a twistd/IService child: listens on start, stops cleanly."""
 
-    name = "kongtls"
+    name: str | None = "kongtls"  # type: ignore[assignment]
 
     def __init__(self, gateway: Gateway, https: Sequence[str], http: Sequence[str]) -> None:
         self.gateway = gateway

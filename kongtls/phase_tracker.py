@@ -81,9 +81,11 @@ class PhaseTracker:
             if exchange.exit is None:
                 await self._runPhase(Phase.balancer, self._plugins)
                 exchange.phase = None
-                upstream = await self._upstreams.call(exchange)
-                if isinstance(upstream, ShortCircuit):
-                    exchange.exit, upstream = upstream, None
+                answer = await self._upstreams.call(exchange)
+                if isinstance(answer, ShortCircuit):
+                    exchange.exit = answer
+                else:
+                    upstream = answer
         except Exception:
             self._fail(exchange.phase, Failure())
             exchange.exit = messageResponse(500, UNEXPECTED)

@@ -81,7 +81,7 @@ def parsePluginOption(option: str) -> tuple[str, Any]:
 
 def _instantiate(name: str, obj: Any) -> Any:
     handler = obj() if isinstance(obj, type) else obj
-    if not any(callable(getattr(handler, p.name, None)) for p in Phase):
+    if not any(callable(getattr(handler, p.name or "", None)) for p in Phase):
         raise PluginLoadError(f"plugin {name!r} ({obj!r}) defines no phase handler")
     return handler
 
@@ -139,7 +139,7 @@ class BoundPlugin:
         return self.entry.config
 
     def method(self, phase: Phase) -> Any:
-        return getattr(self.handler, phase.name, None)
+        return getattr(self.handler, phase.name or "", None)
 
 
 def _ordered(plugins: Iterable[BoundPlugin]) -> tuple[BoundPlugin, ...]:

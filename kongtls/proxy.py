@@ -100,13 +100,14 @@ class UpstreamResponse(Protocol):
         if self._discarded:
             return
         self._chunks.append(data)
-        if len(self._chunks) >= self.HIGH_WATER and not self._paused and self.transport:
+        transport: Any = self.transport
+        if len(self._chunks) >= self.HIGH_WATER and not self._paused and transport:
             self._paused = True
-            self.transport.pauseProducing()
+            transport.pauseProducing()
         self._wake()
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
-        self._end = reason
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._end = reason or Failure(ResponseDone())
         self._wake()
 
     def _wake(self) -> None:
@@ -124,17 +125,19 @@ class UpstreamResponse(Protocol):
             self._waiting = Deferred()
             await self._waiting
         data = self._chunks.popleft()
-        if self._paused and len(self._chunks) <= 1 and self.transport:
+        transport: Any = self.transport
+        if self._paused and len(self._chunks) <= 1 and transport:
             self._paused = False
-            self.transport.resumeProducing()
+            transport.resumeProducing()
         return data
 
     def discard(self) -> None:
         """Stop reading: the client is gone or the body is replaced."""
         self._discarded = True
         self._chunks.clear()
-        if self._end is None and self.transport is not None:
-            self.transport.stopProducing()
+        transport: Any = self.transport
+        if self._end is None and transport is not None:
+            transport.stopProducing()
 
 
 class Upstreams:
@@ -167,7 +170,7 @@ class Upstreams:
             headers.setRawHeaders(
                 b"host", [_hostForURL(host) + ("" if port == default else f":{port}")])
         client = request.getClientAddress().host
-        forwarded = headers.getRawHeaders(b"x-forwarded-for", [])
+        forwarded = headers.getRawHeaders("x-forwarded-for", [])
         headers.setRawHeaders(b"x-forwarded-for", [", ".join([*forwarded, client])])
         headers.setRawHeaders(b"x-forwarded-proto",
                               [b"https" if request.isSecure() else b"http"])
@@ -186,7 +189,7 @@ class Upstreams:
         method, url, headers = self.upstreamRequest(exchange)
         request = exchange.request
         content = request.content
-        content.seek(0)
+        assert content is not None
         body = FileBodyProducer(content) if exchange.requestSize or \
             method in (b"POST", b"PUT", b"PATCH") else None
         exchange.upstreamStarted = time.time()

@@ -152,7 +152,11 @@ async def startGateway(addCleanup: Cleanup, document: Mapping[str, Any],
     addCleanup(gateway.stop)
     https = await gateway.listen("tcp:0:interface=127.0.0.1")
     http = await gateway.listen("tcp:0:interface=127.0.0.1", tls=False)
-    return RunningGateway(gateway, https.getHost().port, http.getHost().port)
+    return RunningGateway(gateway, _portOf(https), _portOf(http))
+
+
+def _portOf(port: Any) -> int:
+    return int(port.getHost().port)
 
 
 async def startEcho(addCleanup: Cleanup) -> int:
@@ -252,7 +256,7 @@ class ClientConnection:
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        reply = http.client.HTTPResponse(self.sock, method=method)  # type: ignore[arg-type]
+        reply = http.client.HTTPResponse(self.sock, method=method)
         reply.begin()
         data = reply.read()
         response = Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
@@ -260,7 +264,7 @@ class ClientConnection:
             response.tlsVersion = self.tls.version()
             response.alpn = self.tls.selected_alpn_protocol()
             response.session = self.tls.session
-            response.sessionReused = self.tls.session_reused
+            response.sessionReused = bool(self.tls.session_reused)
         return response
 
     def close(self) -> None:

@@ -11,8 +11,8 @@ from kongtls.testing import fetch, sClient
 from tests.plugins import PhaseRecorder, Probe
 from tests.support import GatewayTestCase
 
-CHAIN_PHASES = "rewrite, access, balancer, response, log"
-VERIFY_PHASES = "rewrite, access, balancer, response"
+CHAIN_TEXT = "rewrite, access, balancer, response, log"
+VERIFY_TEXT = "rewrite, access, balancer, response"
 
 
 def phaseError(current: str, allowed: str) -> str:
@@ -39,8 +39,8 @@ class PhaseChecksTests(GatewayTestCase):
         allowedText = {
             "request_client_certificate": "certificate",
             "disable_session_reuse": "certificate",
-            "get_full_client_certificate_chain": CHAIN_PHASES,
-            "set_client_verify": VERIFY_PHASES,
+            "get_full_client_certificate_chain": CHAIN_TEXT,
+            "set_client_verify": VERIFY_TEXT,
             "disable_http2_alpn": "client_hello",
         }
         phases = ["client_hello", "certificate", "rewrite", "access", "balancer",
@@ -52,11 +52,11 @@ class PhaseChecksTests(GatewayTestCase):
                 self.assertEqual(got[(phase, name)], expected, (phase, name))
 
     def test_header_filter_error_text_is_kongs(self) -> None:
-        from kongtls.client_tls import CHAIN_PHASES as chain
+        from kongtls.client_tls import CHAIN_PHASES
         from kongtls.phases import Phase
 
         with self.assertRaises(PhaseError) as caught:
-            chain.check(Phase.header_filter)
+            CHAIN_PHASES.check(Phase.header_filter)
         self.assertEqual(str(caught.exception),
                          "function cannot be called in header_filter phase "
                          "(only in: rewrite, access, balancer, response, log)")
