@@ -141,13 +141,18 @@ class _Reader:
     def fail(self, entity: str, fieldName: str | None, problem: str) -> ConfigError:
         return ConfigError(self.source, entity, fieldName, problem)
 
-    def mapping(self, value: object, entity: str, allowed: set[str]) -> Mapping[str, Any]:
+    def mapping(self, value: object, entity: str, allowed: set[str],
+                kind: str | None = None, key: str = "name") -> tuple[Mapping[str, Any], str]:
+        """The entity's fields, and its label: by name (``service 'x'``) when it has one."""
         if not isinstance(value, Mapping):
             raise self.fail(entity, None, f"expected a mapping, got {_typeName(value)}")
-        for key in value:
-            if key not in allowed:
-                raise self.fail(entity, str(key), "unknown field")
-        return value
+        label = value.get(key)
+        if kind and isinstance(label, str) and label:
+            entity = f"{kind} {label!r}"
+        for field_ in value:
+            if field_ not in allowed:
+                raise self.fail(entity, str(field_), "unknown field")
+        return value, entity
 
     def string(self, data: Mapping[str, Any], key: str, entity: str, required: bool = False
                ) -> str | None:
@@ -183,7 +188,7 @@ class _Reader:
         return value
 
     def read(self, document: object) -> GatewayConfig:
-        top = self.mapping(document, "top level", _TOP_FIELDS)
+        top, _ = self.mapping(document, "top level", _TOP_FIELDS)
         version = top.get("_format_version")
         if version is None:
             raise self.fail("top level", "_format_version", "required field missing")
@@ -204,11 +209,9 @@ class _Reader:
         return self.config
 
     def service(self, raw: object, index: int) -> None:
-        entity = f"services[{index}]"
-        data = self.mapping(raw, entity, _SERVICE_FIELDS)
+        data, entity = self.mapping(raw, f"services[{index}]", _SERVICE_FIELDS, "service")
         name = self.string(data, "name", entity, required=True)
         assert name is not None
-        entity = f"service {name!r}"
         if name in self.services:
             raise self.fail(entity, "name", "duplicate service name")
         url = self.string(data, "url", entity)
@@ -245,10 +248,8 @@ class _Reader:
                 self.plugin(rawPlugin, f"{entity} plugins[{i}]", None, service))
 
     def route(self, raw: object, entity: str, service: Service | None) -> None:
-        data = self.mapping(raw, entity, _ROUTE_FIELDS)
+        data, entity = self.mapping(raw, entity, _ROUTE_FIELDS, "route")
         name = self.string(data, "name", entity) or f"route-{len(self.config.routes)}"
-        if "name" in data:
-            entity = f"route {name!r}"
         if name in self.routes:
             raise self.fail(entity, "name", "duplicate route name")
         if service is None:
@@ -280,7 +281,7 @@ class _Reader:
 
     def plugin(self, raw: object, entity: str, route: Route | None,
                service: Service | None) -> PluginEntry:
-        data = self.mapping(raw, entity, _PLUGIN_FIELDS)
+        data, _ = self.mapping(raw, entity, _PLUGIN_FIELDS)
         name = self.string(data, "name", entity, required=True)
         assert name is not None
         entity = f"{entity} (plugin {name!r})"
@@ -313,11 +314,9 @@ class _Reader:
         return known[refName]
 
     def certificate(self, raw: object, index: int) -> None:
-        entity = f"certificates[{index}]"
-        data = self.mapping(raw, entity, _CERT_FIELDS)
+        data, entity = self.mapping(raw, f"certificates[{index}]", _CERT_FIELDS,
+                                    "certificate", "id")
         certId = self.string(data, "id", entity)
-        if certId:
-            entity = f"certificate {certId!r}"
         certPem = self.string(data, "cert", entity, required=True)
         keyPem = self.string(data, "key", entity, required=True)
         assert certPem is not None and keyPem is not None
@@ -339,11 +338,9 @@ class _Reader:
             CertificateEntry(id=certId, chain=chain, key=key, snis=tuple(snis), entity=entity))
 
     def caCertificate(self, raw: object, index: int) -> None:
-        entity = f"ca_certificates[{index}]"
-        data = self.mapping(raw, entity, _CA_FIELDS)
+        data, entity = self.mapping(raw, f"ca_certificates[{index}]", _CA_FIELDS,
+                                    "ca_certificate", "id")
         caId = self.string(data, "id", entity)
-        if caId:
-            entity = f"ca_certificate {caId!r}"
         pem = self.string(data, "cert", entity, required=True)
         assert pem is not None
         certs = self.pemCertificates(pem, entity, "cert")
