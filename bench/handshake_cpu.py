@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -252,41 +253,57 @@ def nginxServer(pki: TestPKI, work: Path) -> Server:
     return Server("nginx", "nginx", argv, port, cwd=str(home))
 
 
-# -- load -----------------------------------------------------------------------------
+# -- load: what runs in the client processes -----------------------------------------
 
 
-@dataclass
-class Load:
-    """What one batch of handshakes did, seen from the client."""
+@dataclass(frozen=True)
+class ClientFiles:
+    """What a client process needs: its certificate and the server leaf to expect."""
 
-    completed: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    cipher: str | None = None
-    wall: float = 0.0
-    clientCPU: float = 0.0
+    certFile: str
+    keyFile: str
+    serverLeaf: bytes  # DER
 
 
-def clientContext(pki: TestPKI, version: ssl.TLSVersion) -> ssl.SSLContext:
+_client: dict[str, Any] = {}  # a client process's files and SSL contexts
+
+
+def _initClient(files: ClientFiles) -> None:
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and ends us
+    _client["files"] = files
+    _client["contexts"] = {}
+
+
+def clientContext(files: ClientFiles, tls: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ctx.maximum_version = version
-    ctx.load_verify_locations(pki.rootFile)
-    ctx.load_cert_chain(pki.client.certFile, pki.client.keyFile)
+    ctx.minimum_version = ctx.maximum_version = TLS_VERSIONS[tls]
+    # The server's leaf is compared with the one it must present rather than verified
+    # against the root: an ECDSA verification less per handshake on the client's core,
+    # which has to keep up with the server's.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(files.certFile, files.keyFile)
     ctx.options |= ssl.OP_NO_TICKET
     return ctx
 
 
-def handshakeOnce(ctx: ssl.SSLContext, port: int, timeout: float) -> tuple[str | None, str]:
-    """One full handshake then a clean close; (cipher, "") or (None, what went wrong)."""
+def handshakeOnce(ctx: ssl.SSLContext, port: int, serverLeaf: bytes,
+                  timeout: float) -> tuple[str | None, str]:
+    """One full handshake then a clean close: (cipher, "") or (None, what went wrong)."""
     stage = "connect"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             stage = "handshake"
             tls = ctx.wrap_socket(raw, server_hostname=SERVER_NAME)
+            if tls.getpeercert(binary_form=True) != serverLeaf:
+                return None, "handshake: the server presented another certificate"
             cipher = tls.cipher()
             stage = "close"
             # Our close_notify, then the server's close_notify (Twisted) or its TCP close
-            # (nginx answers none): either way it has read our whole last flight.
+            # (nginx sends none): either way it has read our whole last flight, which in
+            # TLS 1.3 (Certificate, CertificateVerify, Finished) follows our handshake's end.
             try:
                 tls.unwrap()
             except ssl.SSLEOFError:
@@ -296,39 +313,79 @@ def handshakeOnce(ctx: ssl.SSLContext, port: int, timeout: float) -> tuple[str |
         return None, f"{stage}: {type(e).__name__}: {getattr(e, 'reason', None) or e}"
 
 
-def runLoad(ctx: ssl.SSLContext, port: int, count: int, concurrency: int,
-            timeout: float = 10.0) -> Load:
-    """C{count} handshakes from C{concurrency} threads (the GIL is free while they wait)."""
-    load = Load()
-    lock = threading.Lock()
-    remaining = [count]
-    consecutiveErrors = [0]
+@dataclass
+class Batch:
+    """What one client process did with one task."""
 
-    def worker() -> None:
-        while True:
-            with lock:
-                if remaining[0] <= 0 or consecutiveErrors[0] >= 100:
-                    return
-                remaining[0] -= 1
-            cipher, error = handshakeOnce(ctx, port, timeout)
-            with lock:
-                if cipher is not None:
-                    load.completed += 1
-                    load.cipher = cipher
-                    consecutiveErrors[0] = 0
-                else:
-                    load.errors[error] += 1
-                    consecutiveErrors[0] += 1
+    completed: int
+    errors: dict[str, int]
+    cipher: str | None
+    cpu: float
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    cpu0, t0 = time.process_time(), time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    load.wall = time.monotonic() - t0
-    load.clientCPU = time.process_time() - cpu0
-    return load
+
+def clientBatch(task: tuple[int, str, int, float]) -> Batch:
+    """C{count} handshakes one after another, in a client process."""
+    port, tls, count, timeout = task
+    files: ClientFiles = _client["files"]
+    contexts: dict[str, ssl.SSLContext] = _client["contexts"]
+    if tls not in contexts:
+        contexts[tls] = clientContext(files, tls)
+    ctx = contexts[tls]
+    cpu0 = time.process_time()
+    completed, errors, cipher, streak = 0, Counter[str](), None, 0
+    for _ in range(count):
+        got, error = handshakeOnce(ctx, port, files.serverLeaf, timeout)
+        if got is not None:
+            completed, cipher, streak = completed + 1, got, 0
+        else:
+            errors[error] += 1
+            streak += 1
+            if streak >= 20:
+                break
+    return Batch(completed, dict(errors), cipher, time.process_time() - cpu0)
+
+
+@dataclass
+class Load:
+    """What one batch of handshakes did, seen from the client side."""
+
+    completed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    cipher: str | None = None
+    wall: float = 0.0
+    clientCPU: float = 0.0
+
+
+class LoadGenerator:
+    """Client processes on core 1, each doing handshakes one after another.
+
+    Processes rather than threads: threads sharing one OpenSSL 3 library (and the GIL
+    between handshakes) left both cores partly idle here.
+    """
+
+    def __init__(self, processes: int, files: ClientFiles, chunk: int = 25,
+                 timeout: float = 10.0) -> None:
+        self.processes = processes
+        self.chunk = chunk
+        self.timeout = timeout
+        self._pool = multiprocessing.get_context("fork").Pool(processes, _initClient, (files,))
+
+    def run(self, port: int, tls: str, count: int) -> Load:
+        tasks = [(port, tls, min(self.chunk, count - done), self.timeout)
+                 for done in range(0, count, self.chunk)]
+        load = Load()
+        t0 = time.monotonic()
+        for batch in self._pool.imap_unordered(clientBatch, tasks):
+            load.completed += batch.completed
+            load.errors.update(batch.errors)
+            load.cipher = batch.cipher or load.cipher
+            load.clientCPU += batch.cpu
+        load.wall = time.monotonic() - t0
+        return load
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
 
 
 @dataclass
@@ -350,21 +407,25 @@ class Sample:
         return self.serverCPU / self.completed * 1e6 if self.completed else None
 
     @property
-    def serverUtilisation(self) -> float:
+    def serverBusy(self) -> float:
         return self.serverCPU / self.wall if self.wall else 0.0
 
+    @property
+    def clientBusy(self) -> float:
+        return self.clientCPU / self.wall if self.wall else 0.0
 
-def measure(server: Server, ctx: ssl.SSLContext, tls: str, roundNo: int, count: int,
-            concurrency: int, settle: float = 0.2) -> Sample:
+
+def measure(server: Server, load: LoadGenerator, tls: str, roundNo: int, count: int,
+            settle: float = 0.1) -> Sample:
     if not server.alive():
         raise RuntimeError(f"{server.label} has died; log:\n{server.logTail()}")
-    time.sleep(settle)  # let whatever the server still does from the last batch finish
+    time.sleep(settle)  # whatever the server still did for the last batch is over
     before = server.cpuSeconds()
-    load = runLoad(ctx, server.port, count, concurrency)
+    done = load.run(server.port, tls, count)
     time.sleep(settle)  # closing the last connections is part of the cost
     after = server.cpuSeconds()
-    return Sample(server.name, tls, roundNo, load.completed, dict(load.errors), load.cipher,
-                  after - before, load.wall + settle, load.clientCPU)
+    return Sample(server.name, tls, roundNo, done.completed, dict(done.errors), done.cipher,
+                  after - before, done.wall, done.clientCPU)
 
 
 # -- report ---------------------------------------------------------------------------
@@ -375,37 +436,51 @@ def median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+RATIOS = (("kongtls", "bare"), ("kongtls", "nginx"), ("bare", "nginx"))
+
+
 def summarise(samples: Sequence[Sample], servers: Sequence[Server],
               versions: Sequence[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
+    names = [s.name for s in servers]
     for tls in versions:
         perServer: dict[str, Any] = {}
-        for server in servers:
-            mine = [s for s in samples if s.server == server.name and s.tls == tls]
+        for name in names:
+            mine = [s for s in samples if s.server == name and s.tls == tls]
             errors: Counter[str] = Counter()
             for s in mine:
                 errors.update(s.errors)
-            perServer[server.name] = {
+            perServer[name] = {
                 "us_per_handshake_median": median([s.usPerHandshake for s in mine]),
                 "us_per_handshake_rounds": [s.usPerHandshake for s in mine],
                 "handshakes": sum(s.completed for s in mine),
                 "errors": sum(errors.values()),
                 "error_kinds": dict(errors),
                 "cipher": next((s.cipher for s in mine if s.cipher), None),
-                "server_utilisation_median": median([s.serverUtilisation for s in mine]),
+                "server_busy_median": median([s.serverBusy for s in mine]),
+                "client_busy_median": median([s.clientBusy for s in mine]),
                 "handshakes_per_second_median": median(
                     [s.completed / s.wall if s.wall else None for s in mine]),
             }
-        ratios: dict[str, float | None] = {}
-        kong = perServer.get("kongtls", {}).get("us_per_handshake_median")
-        for other in ("bare", "nginx"):
-            base = perServer.get(other, {}).get("us_per_handshake_median")
-            if other in perServer:
-                ratios[f"kongtls/{other}"] = kong / base if kong and base else None
-        if "bare" in perServer and "nginx" in perServer:
-            bare = perServer["bare"]["us_per_handshake_median"]
-            nginx = perServer["nginx"]["us_per_handshake_median"]
-            ratios["bare/nginx"] = bare / nginx if bare and nginx else None
+        ratios: dict[str, Any] = {}
+        for a, b in RATIOS:
+            if a not in perServer or b not in perServer:
+                continue
+            byRound = []
+            for sa in (s for s in samples if s.server == a and s.tls == tls):
+                sb = next((s for s in samples
+                           if s.server == b and s.tls == tls and s.round == sa.round), None)
+                byRound.append(_ratio(sa.usPerHandshake, sb.usPerHandshake if sb else None))
+            ratios[f"{a}/{b}"] = {
+                "of_medians": _ratio(perServer[a]["us_per_handshake_median"],
+                                     perServer[b]["us_per_handshake_median"]),
+                "median_of_rounds": median(byRound),
+                "rounds": byRound,
+            }
         summary[f"TLS{tls}"] = {"servers": perServer, "ratios": ratios}
     return summary
 
@@ -417,19 +492,24 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
 def printTable(summary: dict[str, Any], servers: Sequence[Server],
                write: Callable[[str], object] = print) -> None:
     write("")
-    write(f"{'TLS':<7} {'server':<13} {'CPU us/hs':>9} {'rounds (us)':<22} {'hs':>6} "
-          f"{'err':>4} {'srv CPU':>7} {'hs/s':>6}  cipher")
+    write("server CPU per full mutual-TLS handshake (median of rounds), "
+          "busy = CPU time / wall time")
+    write(f"{'TLS':<7} {'server':<13} {'us/hs':>6}  {'rounds (us/hs)':<18} {'hs':>6} "
+          f"{'err':>4} {'srv busy':>8} {'cli busy':>8} {'hs/s':>5}  cipher")
     for version, entry in summary.items():
         for server in servers:
             row = entry["servers"][server.name]
             rounds = ",".join(_fmt(v) for v in row["us_per_handshake_rounds"])
-            write(f"{version:<7} {server.label:<13} {_fmt(row['us_per_handshake_median']):>9} "
-                  f"{rounds:<22} {row['handshakes']:>6} {row['errors']:>4} "
-                  f"{_fmt(100 * (row['server_utilisation_median'] or 0)):>6}% "
-                  f"{_fmt(row['handshakes_per_second_median']):>6}  {row['cipher'] or '-'}")
-        ratios = "  ".join(f"{name} = {_fmt(value, '.2f')}x"
-                           for name, value in entry["ratios"].items())
-        write(f"{version:<7} ratios: {ratios}")
+            write(f"{version:<7} {server.label:<13} {_fmt(row['us_per_handshake_median']):>6}  "
+                  f"{rounds:<18} {row['handshakes']:>6} {row['errors']:>4} "
+                  f"{_fmt(100 * (row['server_busy_median'] or 0)):>7}% "
+                  f"{_fmt(100 * (row['client_busy_median'] or 0)):>7}% "
+                  f"{_fmt(row['handshakes_per_second_median']):>5}  {row['cipher'] or '-'}")
+        for name, ratio in entry["ratios"].items():
+            rounds = ", ".join(_fmt(r, ".2f") for r in ratio["rounds"])
+            write(f"{version:<7} {name:<13} {_fmt(ratio['of_medians'], '.2f')}x "
+                  f"(median of per-round ratios {_fmt(ratio['median_of_rounds'], '.2f')}x: "
+                  f"{rounds})")
     write("")
 
 
@@ -439,19 +519,22 @@ def printTable(summary: dict[str, Any], servers: Sequence[Server],
 def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument("--handshakes", type=int, default=1500,
-                        help="handshakes per server, TLS version and round (default 1500)")
-    parser.add_argument("--concurrency", type=int, default=4,
-                        help="client threads on core 1 (default 4)")
+    parser.add_argument("--handshakes", type=int, default=2000,
+                        help="handshakes per server, TLS version and round (default 2000)")
+    parser.add_argument("--clients", type=int, default=4,
+                        help="client processes on core 1, each one handshake at a time "
+                             "(default 4)")
     parser.add_argument("--warmup", type=int, default=200,
-                        help="unmeasured handshakes per server and TLS version first")
+                        help="unmeasured handshakes per server and TLS version first "
+                             "(default 200)")
     parser.add_argument("--tls", choices=["1.3", "1.2", "both"], default="both")
     parser.add_argument("--nginx", action="store_true",
                         help=f"also measure nginx ({NGINX}) if it is installed")
-    parser.add_argument("--output", type=Path, default=RESULTS_FILE)
+    parser.add_argument("--output", type=Path, default=RESULTS_FILE,
+                        help=f"JSON results (default {RESULTS_FILE})")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.handshakes < 1 or args.concurrency < 1 or args.warmup < 0:
-        parser.error("--rounds, --handshakes and --concurrency must be positive")
+    if args.rounds < 1 or args.handshakes < 1 or args.clients < 1 or args.warmup < 0:
+        parser.error("--rounds, --handshakes and --clients must be positive")
     return args
 
 
@@ -465,89 +548,103 @@ def checkMachine() -> None:
               f"(client) are used")
 
 
+def logProblems(server: Server) -> list[str]:
+    marks = ("Traceback", "Unhandled", "[error]", "[crit]", "[alert]", "[emerg]", "Error")
+    return [line for line in server.logTail(100_000).splitlines()
+            if any(m in line for m in marks)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parseArgs(argv)
     checkMachine()
     os.sched_setaffinity(0, {CLIENT_CORE})
     versions = ["1.3", "1.2"] if args.tls == "both" else [args.tls]
     started = time.monotonic()
+    notes: list[str] = []
+    if args.nginx and not NGINX.exists():
+        notes.append(f"nginx skipped: {NGINX} is not installed (apt-get install nginx)")
+        print(notes[-1])
 
     pki = TestPKI()
     servers: list[Server] = []
     samples: list[Sample] = []
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="kongtls-bench-") as tmp:
-        work = Path(tmp)
-        try:
-            servers = [kongtlsServer(pki, work), bareServer(pki, work)]
-            if args.nginx:
-                if NGINX.exists():
-                    servers.append(nginxServer(pki, work))
-                else:
-                    notes.append(f"nginx skipped: {NGINX} is not installed "
-                                 f"(apt-get install nginx)")
-                    print(notes[-1])
-            for server in servers:
-                server.start()
-                print(f"{server.label}: pid {server.proc.pid if server.proc else '?'}, "
-                      f"port {server.port}, core {SERVER_CORE}")
-            contexts = {v: clientContext(pki, TLS_VERSIONS[v]) for v in versions}
+    load: LoadGenerator | None = None
+    work = tempfile.TemporaryDirectory(prefix="kongtls-bench-")
+    try:
+        leaf = ssl.PEM_cert_to_DER_cert(pki.server.leafPEM)
+        # Before any server is started: the client processes are forks of this one.
+        load = LoadGenerator(args.clients, ClientFiles(pki.client.certFile,
+                                                       pki.client.keyFile, leaf))
+        servers = [kongtlsServer(pki, Path(work.name)), bareServer(pki, Path(work.name))]
+        if args.nginx and NGINX.exists():
+            servers.append(nginxServer(pki, Path(work.name)))
+        for server in servers:
+            server.start()
+            print(f"{server.label}: pid {' '.join(map(str, server.pids()))} on core "
+                  f"{SERVER_CORE}, port {server.port}")
+        print(f"client: {args.clients} processes on core {CLIENT_CORE}; {args.rounds} rounds "
+              f"of {args.handshakes} handshakes per server and TLS version")
 
+        for tls in versions:
+            for server in servers:
+                warm = load.run(server.port, tls, args.warmup)
+                if args.warmup and not warm.completed:
+                    raise RuntimeError(f"{server.label} TLS {tls}: no handshake completed in "
+                                       f"warm-up: {dict(warm.errors)}\n{server.logTail()}")
+
+        for roundNo in range(args.rounds):
             for tls in versions:
-                for server in servers:
-                    warm = runLoad(contexts[tls], server.port, args.warmup, args.concurrency)
-                    if args.warmup and not warm.completed:
-                        raise RuntimeError(f"{server.label} TLS {tls}: no handshake completed "
-                                           f"in warm-up: {dict(warm.errors)}\n"
-                                           f"{server.logTail()}")
-
-            for roundNo in range(args.rounds):
-                for tls in versions:
-                    shift = roundNo % len(servers)
-                    for server in servers[shift:] + servers[:shift]:
-                        sample = measure(server, contexts[tls], tls, roundNo, args.handshakes,
-                                         args.concurrency)
-                        samples.append(sample)
-                        print(f"round {roundNo + 1}/{args.rounds} TLS {tls} "
-                              f"{server.label:<13} {_fmt(sample.usPerHandshake):>6} us/hs  "
-                              f"{sample.completed} hs, {sum(sample.errors.values())} errors, "
-                              f"server CPU {100 * sample.serverUtilisation:.0f}%, "
-                              f"client CPU {100 * sample.clientCPU / sample.wall:.0f}%")
-        finally:
-            for server in servers:
-                server.stop()
-            pki.close()
+                shift = roundNo % len(servers)  # who goes first changes every round
+                for server in servers[shift:] + servers[:shift]:
+                    sample = measure(server, load, tls, roundNo, args.handshakes)
+                    samples.append(sample)
+                    print(f"round {roundNo + 1}/{args.rounds} TLS {tls} {server.label:<13} "
+                          f"{_fmt(sample.usPerHandshake):>5} us/hs  {sample.completed} hs, "
+                          f"{sum(sample.errors.values())} errors, server busy "
+                          f"{100 * sample.serverBusy:.0f}%, client busy "
+                          f"{100 * sample.clientBusy:.0f}%")
+    finally:
+        for server in servers:
+            server.stop()
+        if load is not None:
+            load.close()
+        pki.close()
+        work.cleanup()
 
     summary = summarise(samples, servers, versions)
     printTable(summary, servers)
     for server in servers:
-        problems = [line for line in server.logTail(10_000).splitlines()
-                    if "Traceback" in line or "Unhandled" in line or "[error]" in line
-                    or "[crit]" in line or "[alert]" in line]
+        problems = logProblems(server)
         if problems:
             notes.append(f"{server.label} logged {len(problems)} problem lines "
                          f"(see {server.logPath}); first: {problems[0]}")
             print(notes[-1])
+    busy = [s for s in samples if s.serverBusy < 0.8]
+    if busy:
+        notes.append(f"{len(busy)} of {len(samples)} batches kept their server less than 80% "
+                     f"busy: an idle server costs more per handshake (try --clients)")
+        print(notes[-1])
 
     result = {
         "benchmark": "server CPU per full mutual-TLS handshake (ECDSA P-256, no resumption)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {
-            "rounds": args.rounds, "handshakes": args.handshakes,
-            "concurrency": args.concurrency, "warmup": args.warmup, "tls": versions,
+            "rounds": args.rounds, "handshakes": args.handshakes, "clients": args.clients,
+            "warmup": args.warmup, "tls": versions,
             "server_core": SERVER_CORE, "client_core": CLIENT_CORE,
             "servers": {s.name: s.argv for s in servers},
         },
         "environment": environment(),
         "summary": summary,
         "samples": [dict(asdict(s), us_per_handshake=s.usPerHandshake,
-                         server_utilisation=s.serverUtilisation) for s in samples],
+                         server_busy=s.serverBusy, client_busy=s.clientBusy)
+                    for s in samples],
         "notes": notes,
         "duration_seconds": round(time.monotonic() - started, 1),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output} ({result['duration_seconds']} s)")
+    print(f"wrote {args.output} in {result['duration_seconds']} s")
     return 0
 
 

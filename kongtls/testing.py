@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import trustme
 from cryptography import x509
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -99,6 +98,8 @@ class TestPKI:
     __test__ = False  # not a test class for pytest
 
     def __init__(self, serverNames: Sequence[str] = ("localhost", "127.0.0.1")) -> None:
+        import trustme  # the "test" extra
+
         self._files = _TempDir()
         self.root = trustme.CA(organization_name="kongtls test root")
         self.intermediate = self.root.create_child_ca()
@@ -108,7 +109,7 @@ class TestPKI:
         self.client = self.issue(self.intermediate, "client@example.com",
                                  name="client", commonName="kongtls test client")
 
-    def issue(self, ca: trustme.CA, *identities: str, name: str,
+    def issue(self, ca: Any, *identities: str, name: str,
               commonName: str | None = None) -> Identity:
         leaf = ca.issue_cert(*identities, common_name=commonName)
         ident = Identity([b.bytes() for b in leaf.cert_chain_pems], leaf.private_key_pem.bytes())
@@ -116,10 +117,10 @@ class TestPKI:
         ident.keyFile = self._files.write(f"{name}.key", ident.keyPEM)
         return ident
 
-    def caPEM(self, ca: trustme.CA) -> str:
+    def caPEM(self, ca: Any) -> str:
         return ca.cert_pem.bytes().decode()
 
-    def caCertificate(self, ca: trustme.CA) -> x509.Certificate:
+    def caCertificate(self, ca: Any) -> x509.Certificate:
         return x509.load_pem_x509_certificate(ca.cert_pem.bytes())
 
     def close(self) -> None:
@@ -317,7 +318,7 @@ class ProcessResult:
 
 
 async def run(executable: str, args: Sequence[str], stdin: bytes = b"",
-              env: Mapping[str, str] | None = None) -> ProcessResult:
+              env: Mapping[str, str] | None = None, cwd: str | None = None) -> ProcessResult:
     """Run a program (openssl, curl, twistd...) as a child process of the reactor."""
     reactor = _reactor()
     if stdin:
@@ -328,12 +329,13 @@ async def run(executable: str, args: Sequence[str], stdin: bytes = b"",
         try:
             out, err, code = await getProcessOutputAndValue(
                 "/bin/sh", ["-c", '"$0" "$@" < "$KONGTLS_STDIN"', executable, *args],
-                env={**(env or os.environ), "KONGTLS_STDIN": tmp.name}, reactor=reactor)
+                env={**(env or os.environ), "KONGTLS_STDIN": tmp.name}, path=cwd,
+                reactor=reactor)
         finally:
             os.unlink(tmp.name)
     else:
         out, err, code = await getProcessOutputAndValue(
-            executable, list(args), env=dict(env or os.environ), reactor=reactor)
+            executable, list(args), env=dict(env or os.environ), path=cwd, reactor=reactor)
     return ProcessResult(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), code)
 
 
