@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> None:
         enableSessions=False,
         enableSessionTickets=False,
     )
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
 
+    reactor: Any = installed
     factory = TLSMemoryBIOFactory(RequestClientCertificate(options, caNames), False,
-                                  Factory.forProtocol(Idle), reactor)  # type: ignore[arg-type]
+                                  Factory.forProtocol(Idle), reactor)
     endpoint = serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1")
 
     def listening(port: Any) -> None:
@@ -88,10 +89,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def failed(failure: Any) -> None:
         sys.stderr.write(f"bare TLS server cannot listen: {failure.getErrorMessage()}\n")
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     endpoint.listen(factory).addCallbacks(listening, failed)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -1,22 +1,34 @@
 """Server CPU per full mutual-TLS handshake: kongtls against a bare Twisted TLS server.
 
 Both servers (and nginx with ``--nginx``) run in the same run as subprocesses pinned to
-core 0; this process is the load generator, pinned to core 1. Each handshake is a new
-TCP connection and a full handshake (session tickets and the session cache are off on
-every server, the client never offers a session) with an ECDSA P-256 server certificate
-and an ECDSA P-256 client certificate. The client then sends close_notify and waits for
-the server's, so that the server has processed the client's last flight (in TLS 1.3 the
-client's Certificate, CertificateVerify and Finished come after the client is done) before
-the handshake counts.
+core 0, started once and measured in turns; the load generator is this process's
+children (``--clients`` processes, each one handshake at a time), pinned to core 1.
+Every handshake is a new TCP connection and a full handshake (session tickets and the
+session cache are off on every server and the client never offers a session) with an
+ECDSA P-256 server certificate, X25519, and an ECDSA P-256 client certificate that each
+server asks for. The client then sends close_notify and waits for the server's answer, so
+the server has processed the client's last flight (in TLS 1.3 the client's Certificate,
+CertificateVerify and Finished come after the client's handshake is done) before the
+handshake counts.
 
-CPU per handshake is the server's utime + stime (``/proc/PID/stat``, every thread, and for
-nginx its worker too) over a batch, divided by the handshakes completed. Rounds alternate
-the order of the servers; medians over rounds are reported per server and TLS version,
-with the ratios kongtls / bare Twisted (and / nginx).
+* kongtls: ``twistd kongtls`` with a declarative file whose one global plugin is the
+  bundled ``client-certificate`` (``ca_certs`` the root, ``disable_session_reuse``);
+* bare Twisted: ``bench/bare_tls_server.py``, an idle Protocol under
+  ``CertificateOptions`` with VERIFY_PEER and an accept-all callback, naming the same CA;
+* nginx: ``ssl_verify_client optional_no_ca``, one worker, ``return 200``.
 
-    /tmp/venv/bin/python bench/handshake_cpu.py [--rounds 3] [--handshakes 1500] [--nginx]
+CPU per handshake is the server's utime + stime (``/proc/PID/stat``, all threads, for
+nginx its worker too) over a batch, divided by the handshakes completed. Each round
+measures every server at every TLS version, the order of the servers rotating from round
+to round; the report gives the median over rounds per server and version, the ratios
+kongtls / bare Twisted (and / nginx) of those medians, and the median of the ratios
+within each round (robust to the machine getting faster or slower during the run). "busy"
+is CPU time over wall time: a server that waits for the client between handshakes costs
+more per handshake, so both busy figures are shown.
 
-Results go to bench/results/handshake_cpu.json, the servers' logs beside it.
+    /tmp/venv/bin/python bench/handshake_cpu.py [--rounds 3] [--handshakes 2000] [--nginx]
+
+Results: bench/results/handshake_cpu.json; the servers' logs: bench/results/handshake_cpu-logs/.
 """
 
 from __future__ import annotations
@@ -35,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -165,6 +176,19 @@ class Server:
                 pass
         return total
 
+    def rssKiB(self) -> int:
+        """Resident memory of the server's processes (a leak per handshake shows here)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+        return total
+
     def logTail(self, lines: int = 30) -> str:
         if self.logPath is None or not self.logPath.exists():
             return ""
@@ -218,7 +242,7 @@ daemon off;
 master_process on;
 worker_processes 1;
 pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
+error_log stderr warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
@@ -242,14 +266,14 @@ http {{
 """
 
 
-def nginxServer(pki: TestPKI, work: Path) -> Server:
+def nginxServer(pki: TestPKI, work: Path, binary: Path = NGINX) -> Server:
     port = freePort()
     home = work / "nginx"
     home.mkdir()
     conf = home / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=home, port=port, cert=pki.server.certFile,
                                       key=pki.server.keyFile))
-    argv = [str(NGINX), "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf)]
+    argv = [str(binary), "-p", str(home), "-e", "stderr", "-c", str(conf)]
     return Server("nginx", "nginx", argv, port, cwd=str(home))
 
 
@@ -270,7 +294,8 @@ _client: dict[str, Any] = {}  # a client process's files and SSL contexts
 
 def _initClient(files: ClientFiles) -> None:
     os.sched_setaffinity(0, {CLIENT_CORE})
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and ends us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and ends us,
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # with SIGTERM (Pool.terminate)
     _client["files"] = files
     _client["contexts"] = {}
 
@@ -375,7 +400,12 @@ class LoadGenerator:
                  for done in range(0, count, self.chunk)]
         load = Load()
         t0 = time.monotonic()
-        for batch in self._pool.imap_unordered(clientBatch, tasks):
+        results = self._pool.imap_unordered(clientBatch, tasks)
+        for _ in tasks:
+            try:
+                batch = results.next(timeout=self.chunk * self.timeout + 30)
+            except multiprocessing.TimeoutError:
+                raise RuntimeError("a client process stopped answering") from None
             load.completed += batch.completed
             load.errors.update(batch.errors)
             load.cipher = batch.cipher or load.cipher
@@ -529,7 +559,9 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(default 200)")
     parser.add_argument("--tls", choices=["1.3", "1.2", "both"], default="both")
     parser.add_argument("--nginx", action="store_true",
-                        help=f"also measure nginx ({NGINX}) if it is installed")
+                        help="also measure nginx, if it is installed")
+    parser.add_argument("--nginx-binary", type=Path, default=NGINX,
+                        help=f"the nginx to run (default {NGINX})")
     parser.add_argument("--output", type=Path, default=RESULTS_FILE,
                         help=f"JSON results (default {RESULTS_FILE})")
     args = parser.parse_args(argv)
@@ -554,21 +586,28 @@ def logProblems(server: Server) -> list[str]:
             if any(m in line for m in marks)]
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parseArgs(argv)
+    signal.signal(signal.SIGTERM, _interrupted)  # stop the servers on kill too
     checkMachine()
     os.sched_setaffinity(0, {CLIENT_CORE})
     versions = ["1.3", "1.2"] if args.tls == "both" else [args.tls]
     started = time.monotonic()
     notes: list[str] = []
-    if args.nginx and not NGINX.exists():
-        notes.append(f"nginx skipped: {NGINX} is not installed (apt-get install nginx)")
+    nginx: Path | None = args.nginx_binary if args.nginx else None
+    if nginx is not None and not nginx.exists():
+        notes.append(f"nginx skipped: {nginx} is not installed (apt-get install nginx)")
         print(notes[-1])
 
     pki = TestPKI()
     servers: list[Server] = []
     samples: list[Sample] = []
     load: LoadGenerator | None = None
+    memory: dict[str, dict[str, int]] = {}
     work = tempfile.TemporaryDirectory(prefix="kongtls-bench-")
     try:
         leaf = ssl.PEM_cert_to_DER_cert(pki.server.leafPEM)
@@ -576,8 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         load = LoadGenerator(args.clients, ClientFiles(pki.client.certFile,
                                                        pki.client.keyFile, leaf))
         servers = [kongtlsServer(pki, Path(work.name)), bareServer(pki, Path(work.name))]
-        if args.nginx and NGINX.exists():
-            servers.append(nginxServer(pki, Path(work.name)))
+        if nginx is not None and nginx.exists():
+            servers.append(nginxServer(pki, Path(work.name), nginx))
         for server in servers:
             server.start()
             print(f"{server.label}: pid {' '.join(map(str, server.pids()))} on core "
@@ -592,6 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise RuntimeError(f"{server.label} TLS {tls}: no handshake completed in "
                                        f"warm-up: {dict(warm.errors)}\n{server.logTail()}")
 
+        rssBefore = {server.name: server.rssKiB() for server in servers}
         for roundNo in range(args.rounds):
             for tls in versions:
                 shift = roundNo % len(servers)  # who goes first changes every round
@@ -603,13 +643,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"{sum(sample.errors.values())} errors, server busy "
                           f"{100 * sample.serverBusy:.0f}%, client busy "
                           f"{100 * sample.clientBusy:.0f}%")
-    finally:
         for server in servers:
-            server.stop()
+            after = server.rssKiB()
+            measured = sum(s.completed for s in samples if s.server == server.name)
+            memory[server.name] = {"rss_kib_after_warmup": rssBefore[server.name],
+                                   "rss_kib_at_end": after, "handshakes": measured}
+            print(f"{server.label}: RSS {rssBefore[server.name]} KiB after warm-up, {after} KiB "
+                  f"after {measured} more handshakes")
+    finally:
+        # No second ^C (or a process-group SIGINT arriving twice) may cut the clean-up short.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for server in servers:
+            try:
+                server.stop()
+            except Exception as e:  # the others must still be stopped
+                print(f"cannot stop {server.label}: {e}", file=sys.stderr)
         if load is not None:
             load.close()
         pki.close()
         work.cleanup()
+        signal.signal(signal.SIGINT, previous)
 
     summary = summarise(samples, servers, versions)
     printTable(summary, servers)
@@ -622,20 +676,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     busy = [s for s in samples if s.serverBusy < 0.8]
     if busy:
         notes.append(f"{len(busy)} of {len(samples)} batches kept their server less than 80% "
-                     f"busy: an idle server costs more per handshake (try --clients)")
+                     f"busy (an idle server costs more per handshake); where the client is "
+                     f"busier the client core is the limit, else try another --clients")
         print(notes[-1])
 
     result = {
         "benchmark": "server CPU per full mutual-TLS handshake (ECDSA P-256, no resumption)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings": {
             "rounds": args.rounds, "handshakes": args.handshakes, "clients": args.clients,
             "warmup": args.warmup, "tls": versions,
             "server_core": SERVER_CORE, "client_core": CLIENT_CORE,
             "servers": {s.name: s.argv for s in servers},
         },
-        "environment": environment(),
+        "environment": environment(nginx),
         "summary": summary,
+        "memory": memory,
         "samples": [dict(asdict(s), us_per_handshake=s.usPerHandshake,
                          server_busy=s.serverBusy, client_busy=s.clientBusy)
                     for s in samples],
@@ -648,11 +704,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def environment() -> dict[str, Any]:
+def environment(nginx: Path | None) -> dict[str, Any]:
     import cryptography
     import OpenSSL
-    import twisted
     from OpenSSL import SSL
+
+    import twisted
 
     env: dict[str, Any] = {
         "python": platform.python_version(),
@@ -664,8 +721,8 @@ def environment() -> dict[str, Any]:
         "kernel": platform.release(),
         "cpu": _cpuModel(),
     }
-    if NGINX.exists():
-        version = subprocess.run([str(NGINX), "-v"], capture_output=True, text=True)
+    if nginx is not None and nginx.exists():
+        version = subprocess.run([str(nginx), "-v"], capture_output=True, text=True)
         env["nginx"] = version.stderr.strip()
     return env
 
@@ -682,4 +739,8 @@ def _cpuModel() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; the servers and client processes were stopped\n")
+        sys.exit(130)

@@ -12,6 +12,7 @@ from kongtls.phases import Phase, phases
 if TYPE_CHECKING:
     from kongtls.pdk import PhaseSource
 
+from kongtls._openssl import CANameList
 from kongtls.connection import ConnectionTLS
 
 CERTIFICATE = phases(Phase.certificate)
@@ -36,6 +37,25 @@ def _toCertificates(caCerts: Iterable[CACertificate]) -> list[x509.Certificate]:
         else:
             raise TypeError(f"ca_certs: expected certificates or PEM, got {type(item).__name__}")
     return certs
+
+
+_parsed: dict[tuple[object, ...], tuple[list[x509.Certificate], CANameList | None]] = {}
+
+
+def _parsedCACerts(caCerts: Iterable[CACertificate] | None
+                   ) -> tuple[list[x509.Certificate], CANameList | None]:
+    """Parse once per distinct list: plugins pass the same list on every handshake."""
+    if not caCerts:
+        return [], None
+    key = tuple(caCerts)
+    cached = _parsed.get(key)
+    if cached is None:
+        certs = _toCertificates(key)
+        cached = (certs, CANameList([c.subject for c in certs]) if certs else None)
+        if len(_parsed) > 256:
+            _parsed.clear()
+        _parsed[key] = cached
+    return cached
 
 
 def checkClientVerify(value: object) -> str:
@@ -64,10 +84,10 @@ class KongClientTLS:
         if self._connection is None:
             return None, NOT_TLS
         try:
-            certs = _toCertificates(ca_certs or ())
+            certs, names = _parsedCACerts(ca_certs)
         except (ValueError, TypeError) as e:
             return None, f"failed to parse ca_certs: {e}"
-        self._connection.requestClientCertificate(certs)
+        self._connection.requestClientCertificate(certs, names)
         return True, None
 
     def disable_session_reuse(self) -> tuple[bool | None, str | None]:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from kongtls.runtime import Runtime
 
 
-def _acceptAny(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+def acceptAny(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
     """``optional_no_ca``: the handshake completes whatever the client sends."""
     return True
 
@@ -29,8 +29,8 @@ class ConnectionTLS:
 
     __slots__ = (
         "connection", "runtime", "protocol", "sni", "abortReason", "certificateRequested",
-        "trustAnchors", "pendingCANames", "noSessionReuse", "noHTTP2",
-        "handshakeDone", "_verdict", "__weakref__",
+        "trustAnchors", "caNames", "caNamesOn", "noSessionReuse", "noHTTP2",
+        "handshakeDone", "phasesRun", "_verdict", "__weakref__",
     )
 
     def __init__(self, connection: SSL.Connection, runtime: Runtime, protocol: Any) -> None:
@@ -41,7 +41,9 @@ class ConnectionTLS:
         self.abortReason: str | None = None
         self.certificateRequested = False
         self.trustAnchors: tuple[x509.Certificate, ...] = ()
-        self.pendingCANames: SSL.Context | None = None
+        self.caNames: CANameList | None = None
+        self.caNamesOn: SSL.Context | None = None
+        self.phasesRun = 0
         self.noSessionReuse = False
         self.noHTTP2 = False
         self.handshakeDone = False
@@ -49,20 +51,31 @@ class ConnectionTLS:
 
     # -- certificate phase requests ---------------------------------------------------
 
-    def requestClientCertificate(self, caCerts: Sequence[x509.Certificate]) -> None:
-        self.connection.set_verify(SSL.VERIFY_PEER, _acceptAny)
+    def requestClientCertificate(self, caCerts: Sequence[x509.Certificate],
+                                 caNames: CANameList | None) -> None:
+        # Every server context carries the accept-all verify callback (see
+        # tls_server.customizeContext), so only the mode changes per connection.
+        self.connection.set_verify(SSL.VERIFY_PEER)
         self.certificateRequested = True
         self.trustAnchors = tuple(caCerts)
-        if caCerts:
+        self.caNames = caNames
+
+    def installCANames(self) -> None:
+        """Right before CertificateRequest is written: put our CA names on the context.
+
+        The server flight is written inside one ``do_handshake`` call, so no other
+        connection can see them before L{restoreCANames} takes them off again.
+        """
+        if self.caNames is not None and self.caNamesOn is None:
             context = self.connection.get_context()
-            CANameList([c.subject for c in caCerts]).install(context)
-            self.pendingCANames = context
+            self.caNames.install(context)
+            self.caNamesOn = context
 
     def restoreCANames(self) -> None:
         """Take this connection's CA names off the shared context once they were sent."""
-        if self.pendingCANames is not None:
-            clearClientCAList(self.pendingCANames)
-            self.pendingCANames = None
+        if self.caNamesOn is not None:
+            clearClientCAList(self.caNamesOn)
+            self.caNamesOn = None
 
     def disableSessionReuse(self) -> None:
         self.noSessionReuse = True
@@ -76,7 +89,7 @@ class ConnectionTLS:
         nothing else this late, so setting it here keeps exactly this session out.
         """
         if self.noSessionReuse and not self.certificateRequested:
-            self.connection.set_verify(SSL.VERIFY_PEER, _acceptAny)
+            self.connection.set_verify(SSL.VERIFY_PEER)
 
     # -- facts for later phases -----------------------------------------------------
 

@@ -192,6 +192,7 @@ class Response:
     alpn: str | None = None
     session: ssl.SSLSession | None = None
     sessionReused: bool = False
+    context: ssl.SSLContext | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
@@ -262,6 +263,7 @@ class ClientConnection:
         data = reply.read()
         response = Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
         if self.tls is not None:
+            response.context = self.tls.context
             response.tlsVersion = self.tls.version()
             response.alpn = self.tls.selected_alpn_protocol()
             response.session = self.tls.session
@@ -296,10 +298,17 @@ def _fetchBlocking(port: int, paths: Sequence[str], ctx: ssl.SSLContext | None,
 async def fetchMany(port: int, paths: Sequence[str], *, tls: bool = True,
                     pki: TestPKI | None = None, clientCert: Identity | None = None,
                     tlsVersion: str | None = None, alpn: Sequence[str] = (),
-                    sni: str | None = "localhost", session: ssl.SSLSession | None = None,
+                    sni: str | None = "localhost",
+                    session: ssl.SSLSession | Response | None = None,
                     headers: Mapping[str, str] | None = None) -> list[Response]:
-    """GET each path in turn over one keep-alive connection."""
+    """GET each path in turn over one keep-alive connection.
+
+    C{session} offers a saved session: pass the earlier L{Response} (its context is
+    reused, as Python requires), or its C{session} with the same options as before.
+    """
     ctx = clientContext(pki, clientCert, tlsVersion, alpn) if tls else None
+    if isinstance(session, Response):
+        ctx, session = session.context, session.session
     result: list[Response] = await inThread(_fetchBlocking, port, paths, ctx, sni, session,
                                             headers)
     return result

@@ -20,7 +20,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from kongtls.connection import ConnectionTLS
+from kongtls.connection import ConnectionTLS, acceptAny
 from kongtls.handshake import runHandshakePhase
 from kongtls.phases import Phase
 
@@ -36,6 +36,9 @@ INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, 80])
 
 _READ_CLIENT_HELLO = b"SSLv3/TLS read client hello"
 _WRITE_CERTIFICATE_REQUEST = b"SSLv3/TLS write certificate request"
+# The server messages written right before a CertificateRequest.
+_BEFORE_CR_TLS12 = (b"SSLv3/TLS write certificate", b"SSLv3/TLS write key exchange")
+_BEFORE_CR_TLS13 = b"TLSv1.3 write encrypted extensions"
 _READ_FINISHED = b"SSLv3/TLS read finished"
 
 
@@ -51,9 +54,12 @@ def _onServerName(conn: SSL.Connection) -> None:
         raw = conn.get_servername()
         state.sni = raw.decode("ascii").lower() if raw else None
         selected = state.runtime.certificates.select(state.sni)
-        if selected is not state.runtime.certificates.default:
+        if selected is not conn.get_context():
             conn.set_context(selected)
-        runHandshakePhase(state, Phase.client_hello)
+        # Once per connection, even when a HelloRetryRequest brings a second ClientHello.
+        if not state.phasesRun & Phase.client_hello:
+            state.phasesRun |= Phase.client_hello
+            runHandshakePhase(state, Phase.client_hello)
     except Exception:
         _abort(state, "client_hello", Failure())
 
@@ -68,15 +74,20 @@ def _onInfo(conn: SSL.Connection, where: int, ret: int) -> None:
         return
     stage = conn.get_state_string()
     if stage == _READ_CLIENT_HELLO:
-        if state.abortReason is None:
+        if state.abortReason is None and not state.phasesRun & Phase.certificate:
+            state.phasesRun |= Phase.certificate
             try:
                 runHandshakePhase(state, Phase.certificate)
             except Exception:
                 _abort(state, "certificate", Failure())
-    elif stage == _WRITE_CERTIFICATE_REQUEST:
-        state.restoreCANames()
+    elif state.caNames is not None and (
+            stage == _BEFORE_CR_TLS13 or (stage in _BEFORE_CR_TLS12 and
+                                          conn.get_protocol_version() != SSL.TLS1_3_VERSION)):
+        state.installCANames()
     elif stage == _READ_FINISHED:
         state.keepOutOfSessionCache()
+    else:
+        state.restoreCANames()
 
 
 def _abort(state: ConnectionTLS, phase: str, failure: Failure) -> None:
@@ -99,6 +110,7 @@ def customizeContext(ctx: SSL.Context) -> None:
     ctx.set_tlsext_servername_callback(_onServerName)
     ctx.set_alpn_select_callback(_selectALPN)
     ctx.set_info_callback(_onInfo)
+    ctx.set_verify(SSL.VERIFY_NONE, acceptAny)
 
 
 class GatewayTLSProtocol(BufferingTLSTransport):

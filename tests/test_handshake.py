@@ -3,6 +3,7 @@ failing handler aborting only its own handshake with a TLS alert."""
 
 from __future__ import annotations
 
+import re
 import ssl
 
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -251,3 +252,27 @@ class HTTP2ALPNTests(GatewayTestCase):
 
 
 del sharedPKI
+
+
+class HelloRetryTests(GatewayTestCase):
+    """A TLS 1.3 HelloRetryRequest brings a second ClientHello on the same connection."""
+
+    async def test_phases_run_once_and_ca_names_still_sent(self) -> None:
+        probe = Probe()
+        gw = await self.gateway([{"name": "probe", "config": {
+            "request": True, "ca_certs": [self.pki.caPEM(self.pki.root)]}}],
+            {"probe": probe})
+        result = await sClient(gw.httpsPort, "-tls1_3", "-groups", "P-384:X25519",
+                               "-msg")
+        # s_client shows the HelloRetryRequest as a first ServerHello.
+        self.assertEqual(len(re.findall(r"<<< TLS 1\.3, Handshake \[length \w+\], "
+                                        r"ServerHello", result.out)), 2)
+        self.assertEqual(len(probe.handshakes), 1)
+        section = result.out.split("Acceptable client certificate CA names", 1)[1]
+        self.assertIn("kongtls test root", section.split("---", 1)[0])
+        # and the names were taken off again: a connection that asks with no list
+        # gets none.
+        plain = await self.gateway([{"name": "probe", "config": {"request": True}}],
+                                   {"probe": Probe()})
+        clean = await sClient(plain.httpsPort, "-tls1_3")
+        self.assertIn("No client certificate CA names sent", clean.out)
