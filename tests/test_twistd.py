@@ -126,3 +126,44 @@ class TwistdTests(GatewayTestCase):
         for option in ("--config", "--https", "--http", "--ssl-cert", "--ssl-key",
                        "--plugin", "--ssl-session-tickets", "--ssl-session-cache"):
             self.assertIn(option, result.out)
+
+    async def test_sighup_reloads_and_keeps_config_on_error(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        echo = await startEcho(self.addCleanup)
+
+        def document(path: str) -> dict:
+            return {"_format_version": "3.0",
+                    "services": [{"name": "echo", "url": f"http://127.0.0.1:{echo}",
+                                  "routes": [{"name": "r", "paths": [path]}]}]}
+
+        conf = self.write("kong.yml", document("/old"))
+        http = freePort()
+        child = await self.twistd("--config", conf, "--http",
+                                  f"tcp:{http}:interface=127.0.0.1", waitFor=http)
+
+        async def status(path: str) -> str:
+            result = await curl("-o", "/dev/null", "-w", "%{http_code}",
+                                f"http://127.0.0.1:{http}{path}")
+            return result.out
+
+        self.assertEqual(await status("/old"), "200")
+        self.write("kong.yml", document("/new"))
+        child.transport.signalProcess("HUP")
+        for _ in range(50):
+            if await status("/new") == "200":
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(await status("/new"), "200")
+        self.assertEqual(await status("/old"), "404")
+
+        self.write("kong.yml", "_format_version: '3.0'\nroutes: [{paths: ['/x']}]\n")
+        child.transport.signalProcess("HUP")
+        for _ in range(50):
+            if b"reload refused" in child.out:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertIn(b"reload refused, running configuration kept", child.out)
+        self.assertIn(b"field 'service'", child.out)
+        self.assertEqual(await status("/new"), "200")
