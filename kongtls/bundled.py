@@ -17,17 +17,22 @@ class ClientCertificate:
 
     PRIORITY = 1100
     VERSION = "1.0.0"
+    SCHEMA = {
+        "ca_certs": {"type": "array", "elements": "string", "default": []},
+        "disable_session_reuse": {"type": "boolean", "default": True},
+        "require": {"type": "boolean", "default": False},
+    }
 
     def certificate(self, kong: Any, conf: Mapping[str, Any]) -> None:
-        res, err = kong.client.tls.request_client_certificate(conf.get("ca_certs") or None)
+        res, err = kong.client.tls.request_client_certificate(conf["ca_certs"] or None)
         if not res:
             kong.log.err("cannot request a client certificate: ", err)
             return
-        if conf.get("disable_session_reuse", True):
+        if conf["disable_session_reuse"]:
             kong.client.tls.disable_session_reuse()
 
     def access(self, kong: Any, conf: Mapping[str, Any]) -> None:
-        if not conf.get("require", False):
+        if not conf["require"]:
             return
         chain, err = kong.client.tls.get_full_client_certificate_chain()
         if chain is None:
@@ -39,6 +44,7 @@ class TLSFacts:
 
     PRIORITY = 900
     VERSION = "1.0.0"
+    SCHEMA: dict[str, dict[str, object]] = {}
 
     def access(self, kong: Any, conf: Mapping[str, Any]) -> None:
         facts = kong.client.tls.get_facts()

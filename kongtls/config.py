@@ -7,16 +7,18 @@ that says what to fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from kongtls.schema import SchemaError
 
 
 class ConfigError(ValueError):
@@ -124,16 +126,22 @@ _PLUGIN_FIELDS = {"name", "id", "config", "enabled", "route", "service", "consum
 _CERT_FIELDS = {"id", "cert", "key", "snis", "tags", "cert_alt", "key_alt"}
 _CA_FIELDS = {"id", "cert", "tags", "cert_digest"}
 
-#: Checks a plugin name; returns None when known, else a message.
-PluginNameCheck = Callable[[str], "str | None"]
+class PluginCatalog(Protocol):
+    """What the config reader asks of the plugins (a L{kongtls.plugins.PluginRegistry})."""
+
+    def unknown(self, name: str) -> str | None:
+        """None if a plugin of this name is registered, else why not."""
+
+    def checkConfig(self, name: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """The plugin's conf with its schema's defaults; raises SchemaError."""
 
 
 class _Reader:
     """Walks one declarative document, raising L{ConfigError} at the first problem."""
 
-    def __init__(self, source: str, knownPlugin: PluginNameCheck | None) -> None:
+    def __init__(self, source: str, plugins: PluginCatalog | None) -> None:
         self.source = source
-        self.knownPlugin = knownPlugin
+        self.plugins = plugins
         self.config = GatewayConfig(source=source)
         self.services: dict[str, Service] = {}
         self.routes: dict[str, Route] = {}
@@ -285,8 +293,8 @@ class _Reader:
         name = self.string(data, "name", entity, required=True)
         assert name is not None
         entity = f"{entity} (plugin {name!r})"
-        if self.knownPlugin is not None:
-            problem = self.knownPlugin(name)
+        if self.plugins is not None:
+            problem = self.plugins.unknown(name)
             if problem:
                 raise self.fail(entity, "name", problem)
         conf = data.get("config", {})
@@ -294,6 +302,11 @@ class _Reader:
             conf = {}
         if not isinstance(conf, Mapping):
             raise self.fail(entity, "config", f"expected a mapping, got {_typeName(conf)}")
+        if self.plugins is not None:
+            try:
+                conf = self.plugins.checkConfig(name, conf)
+            except SchemaError as e:
+                raise self.fail(entity, e.field, e.problem) from None
         enabled = self.boolean(data, "enabled", entity, True)
         if route is None and service is None:
             route = self.reference(data, "route", self.routes, entity)
@@ -382,12 +395,15 @@ def _keyMatches(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
 
 
 def parseConfig(document: object, source: str = "<config>",
-                knownPlugin: PluginNameCheck | None = None) -> GatewayConfig:
-    """Check a declarative document (already parsed) and resolve its references."""
-    return _Reader(source, knownPlugin).read(document)
+                plugins: PluginCatalog | None = None) -> GatewayConfig:
+    """Check a declarative document (already parsed) and resolve its references.
+
+    With C{plugins}, plugin names must be registered and configs pass their schemas.
+    """
+    return _Reader(source, plugins).read(document)
 
 
-def loadConfig(path: str | Path, knownPlugin: PluginNameCheck | None = None) -> GatewayConfig:
+def loadConfig(path: str | Path, plugins: PluginCatalog | None = None) -> GatewayConfig:
     """Read and check a declarative YAML (or JSON) file."""
     source = str(path)
     try:
@@ -400,4 +416,4 @@ def loadConfig(path: str | Path, knownPlugin: PluginNameCheck | None = None) -> 
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(source, "file", None, f"not valid YAML{where}") from None
-    return parseConfig(document, source, knownPlugin)
+    return parseConfig(document, source, plugins)

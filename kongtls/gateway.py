@@ -69,7 +69,7 @@ class Gateway:
                  settings: GatewaySettings | None = None) -> Gateway:
         settings = settings or GatewaySettings()
         registry = PluginRegistry(plugins, entryPoints=settings.entryPoints)
-        return cls(reactor, loadConfig(path, registry.unknown), registry, settings)
+        return cls(reactor, loadConfig(path, registry), registry, settings)
 
     @classmethod
     def fromDict(cls, reactor: Any, document: Mapping[str, Any],
@@ -78,7 +78,7 @@ class Gateway:
                  source: str = "<dict>") -> Gateway:
         settings = settings or GatewaySettings()
         registry = PluginRegistry(plugins, entryPoints=settings.entryPoints)
-        return cls(reactor, parseConfig(document, source, registry.unknown), registry,
+        return cls(reactor, parseConfig(document, source, registry), registry,
                    settings)
 
     def _build(self, config: GatewayConfig) -> Runtime:
@@ -127,9 +127,9 @@ class Gateway:
         Handshakes and requests already under way finish with the config they began with.
         """
         if isinstance(source, Mapping):
-            config = parseConfig(source, "<dict>", self.registry.unknown)
+            config = parseConfig(source, "<dict>", self.registry)
         else:
-            config = loadConfig(source, self.registry.unknown)
+            config = loadConfig(source, self.registry)
         self._runtime = self._build(config)
         log.info("configuration reloaded from {source}", source=config.source)
         return config

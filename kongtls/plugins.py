@@ -17,6 +17,7 @@ from zope.interface import Attribute, Interface
 
 from kongtls.config import GatewayConfig, PluginEntry, Route
 from kongtls.phases import Phase
+from kongtls.schema import applySchema
 from kongtls.sni import nameMatches
 
 ENTRY_POINT_GROUP = "kongtls.plugins"
@@ -114,6 +115,13 @@ class PluginRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._handlers)
+
+    def checkConfig(self, name: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """C{conf} against the plugin's ``SCHEMA`` (if it has one), defaults filled in."""
+        schema = getattr(self._handlers[name], "SCHEMA", None)
+        if schema is None:
+            return dict(conf)
+        return applySchema(schema, conf)
 
     def unknown(self, name: str) -> str | None:
         """For L{kongtls.config.parseConfig}: None if C{name} is registered."""

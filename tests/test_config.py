@@ -48,7 +48,7 @@ class AcceptedTests(TestCase):
 
 class RefusedTests(TestCase):
     def refused(self, document: Any, *expected: str, plugins: bool = False) -> str:
-        known = PluginRegistry(entryPoints=False).unknown if plugins else None
+        known = PluginRegistry(entryPoints=False) if plugins else None
         with self.assertRaises(ConfigError) as caught:
             parseConfig(document, "kong.yml", known)
         message = str(caught.exception)
