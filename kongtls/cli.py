@@ -9,6 +9,7 @@ from typing import Any
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from kongtls.access_log import AccessLog
 from kongtls.certificates import SessionPolicy, loadKeyedChain
 from kongtls.config import ConfigError
 from kongtls.plugins import PluginLoadError, parsePluginOption
@@ -29,6 +30,8 @@ class Options(usage.Options):
         ["ssl-session-tickets", None, "on", "Resume sessions with tickets: on or off."],
         ["ssl-session-cache", None, "0",
          "A server-side session-ID cache (0 = off; any other number turns it on)."],
+        ["access-log", None, None,
+         "Write one JSON line per request (Kong's log serializer) to PATH, or - for stdout."],
     ]
 
     def __init__(self) -> None:
@@ -86,6 +89,11 @@ def makeService(options: Options) -> IService:
     try:
         plugins = dict(parsePluginOption(spec) for spec in options["plugin"])
         settings = GatewaySettings(sessions=options["sessions"])
+        if options["access-log"]:
+            try:
+                settings.accessLog = AccessLog(options["access-log"])
+            except OSError as e:
+                _fatal(f"--access-log {options['access-log']}: {e.strerror}")
         if options["ssl-cert"]:
             settings.defaultCertificate = loadKeyedChain(options["ssl-cert"],
                                                          options["ssl-key"])

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from kongtls.access_log import AccessLog
 from kongtls.certificates import KeyedChain, SessionPolicy, selfSigned
 from kongtls.config import ConfigError, GatewayConfig, loadConfig, parseConfig
 from kongtls.plugins import PluginRegistry
@@ -37,6 +38,7 @@ class GatewaySettings:
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     alpn: tuple[bytes, ...] = DEFAULT_ALPN
     entryPoints: bool = True
+    accessLog: AccessLog | None = None
 
 
 class _QuietSite(Site):
@@ -83,7 +85,8 @@ class Gateway:
 
     def _build(self, config: GatewayConfig) -> Runtime:
         return Runtime.build(config, self.registry, self._defaultChain,
-                             self.settings.sessions, self.settings.alpn)
+                             self.settings.sessions, self.settings.alpn,
+                             self.settings.accessLog)
 
     def currentRuntime(self) -> Runtime:
         return self._runtime

@@ -21,6 +21,7 @@ from kongtls.exchange import Exchange, ShortCircuit, messageResponse
 from kongtls.pdk import Kong, requestHost
 from kongtls.phases import Phase
 from kongtls.plugins import BoundPlugin
+from kongtls.serializer import serialize
 
 if TYPE_CHECKING:
     from kongtls.proxy import Downstream, UpstreamResponse, Upstreams
@@ -200,6 +201,12 @@ class PhaseTracker:
             await self._runPhase(Phase.log, self._plugins)
         except Exception:
             self._fail(Phase.log, Failure())
+        accessLog = self.exchange.runtime.accessLog
+        if accessLog is not None:
+            try:
+                accessLog.write(serialize(self.exchange))
+            except Exception:
+                self._fail(Phase.log, Failure())
         self.exchange.phase = None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kongtls.access_log import AccessLog
 from kongtls.certificates import CertificateSelector, KeyedChain, SessionPolicy
 from kongtls.config import GatewayConfig
 from kongtls.plugins import PluginPlan, PluginRegistry
@@ -26,11 +27,13 @@ class Runtime:
     router: Router
     certificates: CertificateSelector
     alpn: tuple[bytes, ...]
+    accessLog: AccessLog | None = None
 
     @classmethod
     def build(cls, config: GatewayConfig, registry: PluginRegistry,
               defaultChain: KeyedChain, sessions: SessionPolicy,
-              alpn: tuple[bytes, ...] = DEFAULT_ALPN) -> Runtime:
+              alpn: tuple[bytes, ...] = DEFAULT_ALPN,
+              accessLog: AccessLog | None = None) -> Runtime:
         return cls(
             config=config,
             registry=registry,
@@ -39,4 +42,5 @@ class Runtime:
             certificates=CertificateSelector.build(defaultChain, config.certificates,
                                                    sessions, customizeContext),
             alpn=alpn,
+            accessLog=accessLog,
         )

@@ -71,3 +71,54 @@ class InProcessTests(GatewayTestCase):
         self.assertEqual((await fetch(port, "/")).status, 200)
         await service.stopService()
         self.assertEqual(gateway.ports, ())
+
+
+class ReloadUnderLoadTests(GatewayTestCase):
+    async def test_no_request_fails_while_reloading(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.defer import ensureDeferred, gatherResults
+        from twisted.internet.task import deferLater
+
+        from kongtls.testing import fetchMany
+
+        echo = await startEcho(self.addCleanup)
+        gw = await self.gateway(document=routeTo(echo))
+        stop = False
+
+        async def reloads() -> int:
+            count = 0
+            while not stop:
+                tag = {"name": "tls-facts"} if count % 2 else None
+                gw.gateway.reload(routeTo(echo, [tag] if tag else []))
+                count += 1
+                await deferLater(reactor, 0.005, lambda: None)
+            return count
+
+        reloading = ensureDeferred(reloads())
+        clients = [ensureDeferred(fetchMany(gw.httpsPort, ["/"] * 60, pki=self.pki))
+                   for _ in range(3)]
+        results = await gatherResults(clients)
+        stop = True
+        count = await reloading
+        statuses = [r.status for batch in results for r in batch]
+        self.assertEqual(len(statuses), 180)
+        self.assertEqual(set(statuses), {200})
+        self.assertGreater(count, 5)
+
+    async def test_new_certificates_apply_to_new_handshakes(self) -> None:
+        from kongtls.testing import ClientConnection, clientContext, inThread
+
+        echo = await startEcho(self.addCleanup)
+        gw = await self.gateway(document=routeTo(echo))
+        # not verified: before the reload, api.example.com gets the default certificate
+        kept = await inThread(ClientConnection, gw.httpsPort, clientContext(None),
+                              "api.example.com")
+        self.addCleanup(inThread, kept.close)
+        self.assertEqual((await inThread(kept.request, "/")).status, 200)
+        api = self.pki.issue(self.pki.root, "api.example.com", name="api-reload")
+        gw.gateway.reload(routeTo(echo, certificates=[{
+            "cert": api.fullChainPEM, "key": api.keyPEM.decode(),
+            "snis": ["api.example.com"]}]))
+        fresh = await fetch(gw.httpsPort, "/", pki=self.pki, sni="api.example.com")
+        self.assertEqual(fresh.status, 200)  # verified against the new certificate
+        self.assertEqual((await inThread(kept.request, "/")).status, 200)

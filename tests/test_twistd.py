@@ -167,3 +167,28 @@ class TwistdTests(GatewayTestCase):
         self.assertIn(b"reload refused, running configuration kept", child.out)
         self.assertIn(b"field 'service'", child.out)
         self.assertEqual(await status("/new"), "200")
+
+    async def test_access_log_lines(self) -> None:
+        echo = await startEcho(self.addCleanup)
+        conf = self.write("kong.yml", {
+            "_format_version": "3.0",
+            "services": [{"name": "echo", "url": f"http://127.0.0.1:{echo}",
+                          "routes": [{"name": "all", "paths": ["/"]}]}]})
+        logPath = os.path.join(self.dir, "access.log")
+        https = freePort()
+        await self.twistd("--config", conf, "--access-log", logPath, "--https",
+                          f"tcp:{https}:interface=127.0.0.1", "--http",
+                          f"tcp:{freePort()}:interface=127.0.0.1", waitFor=https)
+        await curl("-k", f"https://127.0.0.1:{https}/one?x=1")
+        await curl("-k", "--cert", self.pki.client.certFile, "--key",
+                   self.pki.client.keyFile, f"https://127.0.0.1:{https}/two")
+        with open(logPath) as f:
+            entries = [json.loads(line) for line in f]
+        self.assertEqual([e["request"]["uri"] for e in entries], ["/one?x=1", "/two"])
+        first = entries[0]
+        self.assertEqual(first["response"]["status"], 200)
+        self.assertEqual(first["route"]["name"], "all")
+        self.assertEqual(first["service"]["name"], "echo")
+        self.assertEqual(first["client_ip"], "127.0.0.1")
+        self.assertEqual(first["request"]["tls"]["client_verify"], "NONE")
+        self.assertIn("proxy", first["latencies"])
