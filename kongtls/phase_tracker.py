@@ -176,7 +176,12 @@ class PhaseTracker:
                     body = await self._filterChunk(body, True)
                 downstream.write(body)
             else:
+                downstream.streaming()
                 while True:
+                    await downstream.writable()
+                    if downstream.gone:
+                        upstream.discard()
+                        return
                     chunk = await upstream.nextChunk()
                     if chunk is None:
                         break

@@ -242,10 +242,18 @@ class Downstream:
         self._request = request
         self._exchange = exchange
         self.gone = False
+        self._paused: Deferred[None] | None = None
+        self._producing = False
         request.notifyFinish().addErrback(self._clientGone)
 
     def _clientGone(self, reason: Failure) -> None:
         self.gone = True
+        self.resumeProducing()
+
+    async def writable(self) -> None:
+        """Wait while the client's transport is full (real backpressure)."""
+        if self._paused is not None:
+            await self._paused
 
     def sendHeaders(self, status: int, headers: Headers) -> None:
         request = self._request
@@ -261,14 +269,27 @@ class Downstream:
             self._exchange.bytesSent += len(data)
             self._request.write(data)
 
+    def streaming(self) -> None:
+        """From now on the transport tells us when the client cannot keep up."""
+        if not self._producing and not self.gone:
+            self._producing = True
+            self._request.registerProducer(self, True)
+
+    def _stopStreaming(self) -> None:
+        if self._producing:
+            self._producing = False
+            self._request.unregisterProducer()
+
     def finish(self) -> None:
         if not self.gone:
+            self._stopStreaming()
             self._request.finish()
 
     def abort(self) -> None:
         if self.gone:
             return
         self.gone = True
+        self._stopStreaming()
         channel = self._request.channel
         transport = getattr(channel, "transport", None)
         target = transport if transport is not None else channel
@@ -276,13 +297,17 @@ class Downstream:
         abort()
 
     def pauseProducing(self) -> None:
-        pass
+        if self._paused is None:
+            self._paused = Deferred()
 
     def resumeProducing(self) -> None:
-        pass
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
 
     def stopProducing(self) -> None:
         self.gone = True
+        self.resumeProducing()
 
 
 class GatewayResource(Resource):
