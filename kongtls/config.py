@@ -34,6 +34,23 @@ class ConfigError(ValueError):
 
 
 @dataclass(eq=False)
+class Target:
+    host: str
+    port: int
+    weight: int = 100
+
+
+@dataclass(eq=False)
+class Upstream:
+    """A load-balanced set of targets; a service whose host is its name goes through it."""
+
+    name: str
+    targets: list[Target] = field(default_factory=list)
+    tcpFailures: int = 3
+    timeouts: int = 3
+
+
+@dataclass(eq=False)
 class Service:
     name: str
     url: str
@@ -42,6 +59,14 @@ class Service:
     port: int
     path: str
     plugins: list[PluginEntry] = field(default_factory=list)
+    connectTimeout: int = 60000
+    readTimeout: int = 60000
+    writeTimeout: int = 60000
+    retries: int = 5
+    tlsVerify: bool | None = None
+    caCertificates: tuple[str, ...] = ()
+    clientCertificate: str | None = None
+    upstream: Upstream | None = None
 
 
 @dataclass(eq=False)
@@ -100,6 +125,7 @@ class GatewayConfig:
     plugins: list[PluginEntry] = field(default_factory=list)
     certificates: list[CertificateEntry] = field(default_factory=list)
     caCertificates: list[CACertificateEntry] = field(default_factory=list)
+    upstreams: list[Upstream] = field(default_factory=list)
 
     def allPlugins(self) -> list[PluginEntry]:
         """Every plugin instance, wherever it was declared."""
@@ -112,7 +138,11 @@ class GatewayConfig:
 
 
 _TOP_FIELDS = {"_format_version", "_transform", "_workspace", "services", "routes",
-               "plugins", "certificates", "ca_certificates", "upstreams", "consumers"}
+               "plugins", "certificates", "ca_certificates", "upstreams", "targets",
+               "consumers"}
+_UPSTREAM_FIELDS = {"name", "id", "targets", "tags", "algorithm", "healthchecks", "slots",
+                    "host_header", "client_certificate", "hash_on", "hash_fallback"}
+_TARGET_FIELDS = {"target", "weight", "id", "tags", "upstream"}
 _SERVICE_FIELDS = {"name", "id", "url", "protocol", "host", "port", "path", "routes",
                    "plugins", "tags", "retries", "connect_timeout", "read_timeout",
                    "write_timeout", "enabled", "tls_verify", "ca_certificates",
@@ -145,6 +175,7 @@ class _Reader:
         self.config = GatewayConfig(source=source)
         self.services: dict[str, Service] = {}
         self.routes: dict[str, Route] = {}
+        self.upstreams: dict[str, Upstream] = {}
 
     def fail(self, entity: str, fieldName: str | None, problem: str) -> ConfigError:
         return ConfigError(self.source, entity, fieldName, problem)
@@ -203,6 +234,10 @@ class _Reader:
         if str(version) not in ("1.1", "2.1", "3.0"):
             raise self.fail("top level", "_format_version",
                             f"unsupported version {version!r} (expected \"3.0\")")
+        for i, raw in enumerate(self.entities(top, "upstreams", "top level")):
+            self.upstream(raw, i)
+        for i, raw in enumerate(self.entities(top, "targets", "top level")):
+            self.target(raw, f"targets[{i}]", None)
         for i, raw in enumerate(self.entities(top, "services", "top level")):
             self.service(raw, i)
         for i, raw in enumerate(self.entities(top, "routes", "top level")):
@@ -214,7 +249,66 @@ class _Reader:
         for i, raw in enumerate(self.entities(top, "ca_certificates", "top level")):
             self.caCertificate(raw, i)
         self.checkScopes()
+        self.checkReferences()
         return self.config
+
+    def checkReferences(self) -> None:
+        known = {c.id for c in self.config.certificates if c.id}
+        caKnown = {c.id for c in self.config.caCertificates if c.id}
+        for service in self.config.services:
+            entity = f"service {service.name!r}"
+            if service.clientCertificate and service.clientCertificate not in known:
+                raise self.fail(entity, "client_certificate",
+                                f"no certificate with id {service.clientCertificate!r}")
+            for caId in service.caCertificates:
+                if caId not in caKnown:
+                    raise self.fail(entity, "ca_certificates",
+                                    f"no ca_certificate with id {caId!r}")
+
+    def integer(self, data: Mapping[str, Any], key: str, entity: str, default: int,
+                low: int, high: int) -> int:
+        value = data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise self.fail(entity, key, f"expected an integer from {low} to {high}, "
+                                         f"got {value!r}")
+        return value
+
+    def upstream(self, raw: object, index: int) -> None:
+        data, entity = self.mapping(raw, f"upstreams[{index}]", _UPSTREAM_FIELDS, "upstream")
+        name = self.string(data, "name", entity, required=True)
+        assert name is not None
+        if name in self.upstreams:
+            raise self.fail(entity, "name", "duplicate upstream name")
+        algorithm = data.get("algorithm", "round-robin")
+        if algorithm != "round-robin":
+            raise self.fail(entity, "algorithm", f"only round-robin is supported, "
+                                                 f"got {algorithm!r}")
+        upstream = Upstream(name=name.lower())
+        checks = data.get("healthchecks") or {}
+        unhealthy = checks.get("passive", {}).get("unhealthy", {}) \
+            if isinstance(checks, Mapping) else {}
+        if not isinstance(unhealthy, Mapping):
+            raise self.fail(entity, "healthchecks", "expected passive.unhealthy as a mapping")
+        upstream.tcpFailures = self.integer(unhealthy, "tcp_failures", entity, 3, 0, 255)
+        upstream.timeouts = self.integer(unhealthy, "timeouts", entity, 3, 0, 255)
+        self.upstreams[upstream.name] = upstream
+        self.config.upstreams.append(upstream)
+        for i, rawTarget in enumerate(self.entities(data, "targets", entity)):
+            self.target(rawTarget, f"{entity} targets[{i}]", upstream)
+
+    def target(self, raw: object, entity: str, upstream: Upstream | None) -> None:
+        data, _ = self.mapping(raw, entity, _TARGET_FIELDS)
+        if upstream is None:
+            upstream = self.reference(data, "upstream", self.upstreams, entity)
+            if upstream is None:
+                raise self.fail(entity, "upstream", "a top-level target needs an upstream")
+        spec = self.string(data, "target", entity, required=True)
+        assert spec is not None
+        host, sep, port = spec.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise self.fail(entity, "target", f"expected host:port, got {spec!r}")
+        weight = self.integer(data, "weight", entity, 100, 0, 65535)
+        upstream.targets.append(Target(host.strip("[]"), int(port), weight))
 
     def service(self, raw: object, index: int) -> None:
         data, entity = self.mapping(raw, f"services[{index}]", _SERVICE_FIELDS, "service")
@@ -247,6 +341,21 @@ class _Reader:
             url = f"{protocol}://{host}:{port}{path}"
         service = Service(name=name, url=url, protocol=protocol, host=host, port=port,
                           path=path)
+        big = 2**31 - 2
+        service.connectTimeout = self.integer(data, "connect_timeout", entity, 60000, 1, big)
+        service.readTimeout = self.integer(data, "read_timeout", entity, 60000, 1, big)
+        service.writeTimeout = self.integer(data, "write_timeout", entity, 60000, 1, big)
+        service.retries = self.integer(data, "retries", entity, 5, 0, 32767)
+        if "tls_verify" in data and data["tls_verify"] is not None:
+            service.tlsVerify = self.boolean(data, "tls_verify", entity, True)
+        service.caCertificates = self.strings(data, "ca_certificates", entity)
+        clientCert = data.get("client_certificate")
+        if clientCert is not None:
+            certId = clientCert.get("id") if isinstance(clientCert, Mapping) else clientCert
+            if not isinstance(certId, str):
+                raise self.fail(entity, "client_certificate", "expected {id: <certificate id>}")
+            service.clientCertificate = certId
+        service.upstream = self.upstreams.get(host.lower())
         self.services[name] = service
         self.config.services.append(service)
         for i, rawRoute in enumerate(self.entities(data, "routes", entity)):

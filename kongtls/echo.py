@@ -32,6 +32,7 @@ class EchoResource(Resource):
         request.setHeader(b"x-echo-server", b"kongtls")
         return json.dumps({
             "method": request.method.decode("ascii"),
+            "server_port": request.getHost().port,
             "uri": uri,
             "path": request.path.decode("latin-1"),
             "query": uri.partition("?")[2],

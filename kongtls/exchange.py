@@ -86,6 +86,7 @@ class Exchange:
         self.finishedAt: float | None = None
         self.bytesSent = 0
         self.upstreamURI: str | None = None
+        self.tries: list[Any] = []
 
     def pluginContext(self, name: str) -> dict[str, Any]:
         return self.pluginCtx.setdefault(name, {})

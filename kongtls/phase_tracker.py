@@ -21,14 +21,17 @@ from kongtls.exchange import Exchange, ShortCircuit, messageResponse
 from kongtls.pdk import Kong, requestHost
 from kongtls.phases import Phase
 from kongtls.plugins import BoundPlugin
+from kongtls.proxy_types import AttemptFailure
 from kongtls.serializer import serialize
 
 if TYPE_CHECKING:
+    from kongtls.config import Target
     from kongtls.proxy import Downstream, UpstreamResponse, Upstreams
 
 log = Logger(namespace="kongtls.phases")
 
 NO_ROUTE = "no Route matched with those values"
+NO_TARGET = "failure to get a peer from the ring-balancer"
 UNEXPECTED = "An unexpected error occurred"
 
 
@@ -80,13 +83,7 @@ class PhaseTracker:
             if exchange.exit is None:
                 await self._runPhase(Phase.access, self._plugins)
             if exchange.exit is None:
-                await self._runPhase(Phase.balancer, self._plugins)
-                exchange.phase = None
-                answer = await self._upstreams.call(exchange)
-                if isinstance(answer, ShortCircuit):
-                    exchange.exit = answer
-                else:
-                    upstream = answer
+                upstream = await self._proxy()
         except Exception:
             self._fail(exchange.phase, Failure())
             exchange.exit = messageResponse(500, UNEXPECTED)
@@ -96,6 +93,32 @@ class PhaseTracker:
         finally:
             exchange.finishedAt = time.time()
             await self._log()
+
+    async def _proxy(self) -> UpstreamResponse | None:
+        """Balancer then the upstream call, once per try (Kong's ``retries``)."""
+        exchange = self.exchange
+        service = exchange.service
+        assert service is not None
+        tried: list[Target] = []
+        for attempt in range(service.retries + 1):
+            target = self._upstreams.chooseTarget(exchange, tried)
+            if target is None:
+                exchange.exit = messageResponse(503, NO_TARGET)
+                return None
+            tried.append(target)
+            exchange.tries.append(target)
+            await self._runPhase(Phase.balancer, self._plugins)
+            exchange.phase = None
+            host, port = exchange.edits.target or (target.host, target.port)
+            answer = await self._upstreams.attempt(exchange, host, port)
+            if not isinstance(answer, AttemptFailure):
+                self._upstreams.report(exchange, target, None)
+                return answer
+            self._upstreams.report(exchange, target, answer)
+            if not answer.retryable or attempt == service.retries:
+                exchange.exit = answer.response
+                return None
+        return None
 
     def _route(self) -> None:
         exchange = self.exchange

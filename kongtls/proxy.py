@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -23,7 +23,6 @@ from twisted.web.client import (
     HTTPConnectionPool,
     PotentialDataLoss,
     ResponseDone,
-    ResponseFailed,
 )
 from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -32,8 +31,10 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from kongtls import __version__
-from kongtls.exchange import Exchange, ShortCircuit, messageResponse
+from kongtls.config import Service, Target
+from kongtls.exchange import Exchange, messageResponse
 from kongtls.phase_tracker import PhaseTracker
+from kongtls.proxy_types import AttemptFailure
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -85,8 +86,11 @@ class UpstreamResponse(Protocol):
 
     HIGH_WATER = 8
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Any, reactor: Any = None, readTimeout: float = 60.0
+                 ) -> None:
         self.status: int = response.code
+        self._reactor = reactor
+        self._readTimeout = readTimeout
         self.headers = _endToEnd(response.headers)
         self._response = response
         self._chunks: deque[bytes] = deque()
@@ -122,8 +126,11 @@ class UpstreamResponse(Protocol):
                 if self._end.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
                     return None
                 self._end.raiseException()
-            self._waiting = Deferred()
-            await self._waiting
+            waiting: Deferred[None] = Deferred()
+            self._waiting = waiting
+            if self._reactor is not None:
+                waiting.addTimeout(self._readTimeout, self._reactor)
+            await waiting
         data = self._chunks.popleft()
         transport: Any = self.transport
         if self._paused and len(self._chunks) <= 1 and transport:
@@ -141,14 +148,27 @@ class UpstreamResponse(Protocol):
 
 
 class Upstreams:
-    """Calls services over a persistent connection pool."""
+    """Calls services over one persistent connection pool (keep-alive upstream)."""
 
-    def __init__(self, reactor: Any, connectTimeout: float = 60.0) -> None:
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 32
-        self.agent = Agent(reactor, connectTimeout=connectTimeout, pool=self.pool)
+        self._agents: dict[tuple[float, int], Agent] = {}
 
-    def upstreamRequest(self, exchange: Exchange) -> tuple[bytes, bytes, Headers]:
+    def _agent(self, exchange: Exchange, service: Service) -> Agent:
+        policy = exchange.runtime.policyFor(service)
+        key = (service.connectTimeout / 1000, id(policy))
+        agent = self._agents.get(key)
+        if agent is None:
+            if len(self._agents) > 1024:
+                self._agents.clear()
+            agent = self._agents[key] = Agent(self.reactor, contextFactory=policy,
+                                              connectTimeout=key[0], pool=self.pool)
+        return agent
+
+    def upstreamRequest(self, exchange: Exchange, host: str, port: int
+                        ) -> tuple[bytes, bytes, Headers]:
         request = exchange.request
         route = exchange.route
         service = exchange.service
@@ -159,7 +179,6 @@ class Upstreams:
         query = request.uri.partition(b"?")[2]
         uri = upstreamPath.encode("latin-1") + (b"?" + query if query else b"")
         exchange.upstreamURI = uri.decode("latin-1")
-        host, port = exchange.edits.target or (service.host, service.port)
         url = f"{service.protocol}://{_hostForURL(host)}:{port}".encode("ascii") + uri
         headers = _endToEnd(request.requestHeaders)
         headers.removeHeader(b"content-length")  # the body producer states it
@@ -167,8 +186,12 @@ class Upstreams:
         if not route.preserveHost:
             headers.removeHeader(b"host")
             default = 443 if service.protocol == "https" else 80
-            headers.setRawHeaders(
-                b"host", [_hostForURL(host) + ("" if port == default else f":{port}")])
+            hostPort = service.port if service.upstream is not None or \
+                exchange.edits.target is None else port
+            hostName = service.host if service.upstream is not None or \
+                exchange.edits.target is None else host
+            headers.setRawHeaders(b"host", [
+                _hostForURL(hostName) + ("" if hostPort == default else f":{hostPort}")])
         client = request.getClientAddress().host
         forwarded = headers.getRawHeaders("x-forwarded-for", [])
         headers.setRawHeaders(b"x-forwarded-for", [", ".join([*forwarded, client])])
@@ -185,29 +208,66 @@ class Upstreams:
             headers.setRawHeaders(name, values)
         return request.method, url, headers
 
-    async def call(self, exchange: Exchange) -> UpstreamResponse | ShortCircuit:
-        method, url, headers = self.upstreamRequest(exchange)
+    def chooseTarget(self, exchange: Exchange, tried: list[Target]) -> Target | None:
+        """The next target for a try: the upstream's balancer, or the service itself."""
+        service = exchange.service
+        assert service is not None
+        if service.upstream is None:
+            return Target(service.host, service.port)
+        balancer = exchange.runtime.balancers[service.upstream.name]
+        return balancer.pick(exclude=tried) or balancer.pick()
+
+    def report(self, exchange: Exchange, target: Target, failure: AttemptFailure | None
+               ) -> None:
+        service = exchange.service
+        if service is None or service.upstream is None:
+            return
+        balancer = exchange.runtime.balancers[service.upstream.name]
+        if failure is None:
+            balancer.succeeded(target)
+        else:
+            balancer.failed(target, failure.timeout)
+
+    async def attempt(self, exchange: Exchange, host: str, port: int
+                      ) -> UpstreamResponse | AttemptFailure:
+        """One try: the response's headers, or why there are none."""
+        service = exchange.service
+        assert service is not None
+        method, url, headers = self.upstreamRequest(exchange, host, port)
         request = exchange.request
         content = request.content
         assert content is not None
+        content.seek(0)
         body = FileBodyProducer(content) if exchange.requestSize or \
             method in (b"POST", b"PUT", b"PATCH") else None
         exchange.upstreamStarted = time.time()
-        pending = self.agent.request(method, url, headers, body)
+        pending = self._agent(exchange, service).request(method, url, headers, body)
         _cancelOnDisconnect(request, pending)
+        timedOut: list[bool] = []
+
+        def onTimeout() -> None:
+            timedOut.append(True)
+            pending.cancel()
+
+        timer = self.reactor.callLater(
+            (service.connectTimeout + service.writeTimeout + service.readTimeout) / 1000,
+            onTimeout)
         try:
             response = await pending
-        except (ConnectError, DNSLookupError, ResponseFailed, TimeoutError) as e:
+        except Exception as e:
             exchange.upstreamDone = time.time()
-            if isinstance(e, TimeoutError):
-                return messageResponse(504, TIMEOUT)
+            if isinstance(e, TimeoutError) or timedOut:
+                return AttemptFailure(messageResponse(504, TIMEOUT), retryable=False,
+                                      timeout=True)
             log.warn("upstream {url} failed: {error}", url=url.decode("latin-1"), error=e)
-            return messageResponse(502, BAD_GATEWAY)
-        except CancelledError:
-            exchange.upstreamDone = time.time()
-            return messageResponse(502, BAD_GATEWAY)
+            connectFailure = isinstance(e, (ConnectError, DNSLookupError))
+            return AttemptFailure(messageResponse(502, BAD_GATEWAY),
+                                  retryable=connectFailure, timeout=False)
+        finally:
+            if timer.active():
+                timer.cancel()
         exchange.upstreamDone = time.time()
-        return UpstreamResponse(response)
+        return UpstreamResponse(response, self.reactor, service.readTimeout / 1000)
 
 
 def _cancelOnDisconnect(request: Any, pending: Deferred[Any]) -> None:
