@@ -77,6 +77,7 @@ class Route:
     paths: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
     snis: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
     stripPath: bool = True
     preserveHost: bool = False
     plugins: list[PluginEntry] = field(default_factory=list)
@@ -385,10 +386,11 @@ class _Reader:
                 raise self.fail(entity, "paths", f"a path must start with '/': {p!r}")
         hosts = tuple(h.lower() for h in self.strings(data, "hosts", entity))
         snis = tuple(s.lower() for s in self.strings(data, "snis", entity))
-        if not (paths or hosts or snis):
-            raise self.fail(entity, "paths", "a route needs paths, hosts or snis")
+        methods = tuple(m.upper() for m in self.strings(data, "methods", entity))
+        if not (paths or hosts or snis or methods):
+            raise self.fail(entity, "paths", "a route needs paths, hosts, snis or methods")
         route = Route(name=name, index=len(self.config.routes), service=service,
-                      paths=paths, hosts=hosts, snis=snis,
+                      paths=paths, hosts=hosts, snis=snis, methods=methods,
                       stripPath=self.boolean(data, "strip_path", entity, True),
                       preserveHost=self.boolean(data, "preserve_host", entity, False))
         self.routes[name] = route

@@ -126,7 +126,8 @@ class PhaseTracker:
         host = requestHost(request)
         path = request.path.decode("latin-1")
         sni = exchange.connection.sni if exchange.connection is not None else None
-        matched = exchange.runtime.router.match(host, path, sni)
+        matched = exchange.runtime.router.match(host, path, sni,
+                                                request.method.decode("ascii", "replace"))
         if matched is None:
             exchange.exit = messageResponse(404, NO_ROUTE)
             return

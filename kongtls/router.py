@@ -12,16 +12,19 @@ class Router:
     """Picks the most specific matching route, as Kong's router ranks them.
 
     A route matches when every field it sets matches. Routes setting more of hosts,
-    paths and snis come first; then a longer matched path prefix; then config order.
+    paths, snis and methods come first; then a longer matched path prefix; then config order.
     """
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self._routes = tuple(routes)
 
-    def match(self, host: str, path: str, sni: str | None) -> tuple[Route, str] | None:
+    def match(self, host: str, path: str, sni: str | None, method: str = "GET"
+              ) -> tuple[Route, str] | None:
         """The route for a request, with the path prefix it matched ("" if none)."""
         best: tuple[tuple[int, int, int], Route, str] | None = None
         for route in self._routes:
+            if route.methods and method not in route.methods:
+                continue
             if route.hosts and not any(nameMatches(h, host) for h in route.hosts):
                 continue
             if route.snis and not (sni and any(nameMatches(s, sni) for s in route.snis)):
@@ -32,7 +35,8 @@ class Router:
                 if not matched:
                     continue
                 prefix = max(matched, key=len)
-            rank = (bool(route.hosts) + bool(route.paths) + bool(route.snis),
+            rank = (bool(route.hosts) + bool(route.paths) + bool(route.snis)
+                    + bool(route.methods),
                     len(prefix), -route.index)
             if best is None or rank > best[0]:
                 best = (rank, route, prefix)

@@ -258,3 +258,25 @@ class ProxyTests(GatewayTestCase):
         self.assertEqual(entry["request"]["tls"]["client_verify"], "NONE")
         self.assertEqual(entry["upstream_uri"], "/s?a=b")
         self.assertGreaterEqual(entry["latencies"]["proxy"], 0)
+
+
+class MethodRouteTests(GatewayTestCase):
+    async def test_methods_narrow_a_route(self) -> None:
+        from kongtls.testing import ClientConnection, clientContext
+
+        echo = await startEcho(self.addCleanup)
+        doc = routeTo(echo)
+        doc["services"][0]["routes"] = [
+            {"name": "reads", "paths": ["/"], "methods": ["GET"]},
+            {"name": "writes", "paths": ["/"], "methods": ["post"], "strip_path": False,
+             "plugins": [{"name": "tagger", "config": {"tag": "writes"}}]}]
+        gw = await self.gateway(document=doc, handlers={"tagger": Tagger()})
+        conn = await inThread(ClientConnection, gw.httpsPort, clientContext(self.pki))
+        self.addCleanup(inThread, conn.close)
+        get = await inThread(conn.request, "/x")
+        post = await inThread(conn.request, "/x", "POST", None, b"data")
+        put = await inThread(conn.request, "/x", "PUT", None, b"data")
+        self.assertEqual(get.status, 200)
+        self.assertNotIn("x-tags", get.json()["headers"])
+        self.assertEqual(post.json()["headers"]["x-tags"], "writes")
+        self.assertEqual(put.status, 404)
