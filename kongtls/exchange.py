@@ -87,6 +87,9 @@ class Exchange:
         self.bytesSent = 0
         self.upstreamURI: str | None = None
         self.tries: list[Any] = []
+        self.upstreamStatus: int | None = None
+        self.upstreamHeaders: Headers | None = None
+        self.bufferedBody: bytes | None = None
 
     def pluginContext(self, name: str) -> dict[str, Any]:
         return self.pluginCtx.setdefault(name, {})

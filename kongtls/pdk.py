@@ -140,14 +140,14 @@ class KongResponse:
         exchange = self._exchange(P.REWRITE_ACCESS_HEADER)
         if exchange.headersSent:
             raise RuntimeError("headers have already been sent")
-        if exchange.phase is Phase.header_filter:
+        if exchange.phase in _DIRECT_HEADERS:
             exchange.responseHeaders.setRawHeaders(name, [str(value)])
         else:
             exchange.pendingResponseHeaders.append((name, str(value)))
 
     def clear_header(self, name: str) -> None:
         exchange = self._exchange(P.REWRITE_ACCESS_HEADER)
-        if exchange.phase is Phase.header_filter:
+        if exchange.phase in _DIRECT_HEADERS:
             exchange.responseHeaders.removeHeader(name)
         else:
             exchange.pendingResponseHeaders.append((name, None))
@@ -168,6 +168,13 @@ class KongResponse:
     def get_headers(self) -> dict[str, str | list[str]]:
         return _headerTable(self._exchange(P.HEADER_BODY_LOG).responseHeaders)
 
+    def set_raw_body(self, body: bytes) -> None:
+        """In the response phase: send C{body} instead of the upstream's."""
+        exchange = self._exchange(_RESPONSE)
+        if not isinstance(body, bytes):
+            raise TypeError("set_raw_body expects bytes")
+        exchange.bufferedBody = body
+
     # body_filter: the current chunk (a kongtls addition; Kong uses ngx.arg)
     def get_chunk(self) -> tuple[bytes, bool]:
         """In body_filter: this chunk of the response body, and whether it is the last."""
@@ -183,11 +190,43 @@ class KongResponse:
 
 
 _BODY_FILTER = P.phases(Phase.body_filter)
+#: Phases where the response's headers exist and are changed in place.
+_DIRECT_HEADERS = (Phase.header_filter, Phase.response)
 _DEFAULT_MESSAGES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden",
                      404: "Not found", 405: "Method not allowed", 500:
                      "An unexpected error occurred", 502: "An invalid response was "
                      "received from the upstream server", 503: "Service unavailable",
                      504: "The upstream server is timing out"}
+
+
+_RESPONSE = P.phases(Phase.response)
+
+
+class KongServiceResponse:
+    """``kong.service.response``: the response as the upstream sent it."""
+
+    def __init__(self, kong: Kong) -> None:
+        self._kong = kong
+
+    def _exchange(self, allowed: P.PhaseSet) -> Exchange:
+        allowed.check(self._kong.phase)
+        return _need(self._kong._exchange)
+
+    def get_status(self) -> int | None:
+        return self._exchange(P.HEADER_BODY_LOG).upstreamStatus
+
+    def get_header(self, name: str) -> str | None:
+        headers = self._exchange(P.HEADER_BODY_LOG).upstreamHeaders
+        values = headers.getRawHeaders(name) if headers is not None else None
+        return values[0] if values else None
+
+    def get_headers(self) -> dict[str, str | list[str]]:
+        headers = self._exchange(P.HEADER_BODY_LOG).upstreamHeaders
+        return _headerTable(headers) if headers is not None else {}
+
+    def get_raw_body(self) -> bytes:
+        """In the response phase: the whole upstream body."""
+        return self._exchange(_RESPONSE).bufferedBody or b""
 
 
 class KongServiceRequest:
@@ -215,6 +254,7 @@ class KongService:
     def __init__(self, kong: Kong) -> None:
         self._kong = kong
         self.request = KongServiceRequest(kong)
+        self.response = KongServiceResponse(kong)
 
     def set_target(self, host: str, port: int) -> None:
         """Send this request to C{host}:C{port} instead of the service's own."""

@@ -84,6 +84,12 @@ class PhaseTracker:
                 await self._runPhase(Phase.access, self._plugins)
             if exchange.exit is None:
                 upstream = await self._proxy()
+            if upstream is not None:
+                exchange.upstreamStatus = upstream.status
+                exchange.upstreamHeaders = upstream.headers
+                if any(b.method(Phase.response) is not None for b in self._plugins):
+                    await self._responsePhase(upstream)
+                    upstream = None
         except Exception:
             self._fail(exchange.phase, Failure())
             exchange.exit = messageResponse(500, UNEXPECTED)
@@ -93,6 +99,23 @@ class PhaseTracker:
         finally:
             exchange.finishedAt = time.time()
             await self._log()
+
+    async def _responsePhase(self, upstream: UpstreamResponse) -> None:
+        """Kong's ``response`` phase: handlers see (and may replace) the whole body."""
+        exchange = self.exchange
+        exchange.bufferedBody = await upstream.readAll()
+        exchange.responseStatus = upstream.status
+        exchange.responseHeaders = upstream.headers.copy()
+        await self._runPhase(Phase.response, self._plugins)
+        if exchange.exit is None:
+            headers = exchange.responseHeaders
+            headers.removeHeader(b"content-length")
+            exchange.exit = ShortCircuit(
+                exchange.responseStatus or upstream.status, exchange.bufferedBody or b"",
+                [(k.decode("latin-1"), v.decode("latin-1"))
+                 for k, vs in headers.getAllRawHeaders() for v in vs])
+        exchange.responseStatus = None
+        exchange.responseHeaders = Headers()
 
     async def _proxy(self) -> UpstreamResponse | None:
         """Balancer then the upstream call, once per try (Kong's ``retries``)."""

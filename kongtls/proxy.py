@@ -138,6 +138,13 @@ class UpstreamResponse(Protocol):
             transport.resumeProducing()
         return data
 
+    async def readAll(self) -> bytes:
+        """The whole body (Kong's ``response`` phase buffers it)."""
+        chunks = []
+        while (chunk := await self.nextChunk()) is not None:
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def discard(self) -> None:
         """Stop reading: the client is gone or the body is replaced."""
         self._discarded = True

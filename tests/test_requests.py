@@ -280,3 +280,40 @@ class MethodRouteTests(GatewayTestCase):
         self.assertNotIn("x-tags", get.json()["headers"])
         self.assertEqual(post.json()["headers"]["x-tags"], "writes")
         self.assertEqual(put.status, 404)
+
+
+class ResponsePhaseTests(GatewayTestCase):
+    async def test_response_phase_sees_and_replaces_the_whole_body(self) -> None:
+        seen: dict[str, Any] = {}
+
+        class Rewriter:
+            def response(self, kong, conf):  # type: ignore[no-untyped-def]
+                body = kong.service.response.get_raw_body()
+                seen["status"] = kong.service.response.get_status()
+                seen["size"] = len(body)
+                kong.response.set_raw_body(body.upper())
+                kong.response.set_header("X-Rewritten", "yes")
+
+            def header_filter(self, kong, conf):  # type: ignore[no-untyped-def]
+                seen["header_filter"] = kong.response.get_status()
+
+        gw = await self.gateway([{"name": "rewriter"}], {"rewriter": Rewriter()})
+        response = await fetch(gw.httpsPort, "/quiet", pki=self.pki)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.headers["x-rewritten"], "yes")
+        self.assertIn(b'"PATH": "/QUIET"', response.body)
+        self.assertEqual(seen["status"], 200)
+        self.assertEqual(seen["size"], len(response.body))
+        self.assertEqual(seen["header_filter"], 200)
+
+    async def test_without_response_handlers_nothing_is_buffered(self) -> None:
+        seen: list[Any] = []
+
+        class Peek:
+            def header_filter(self, kong, conf):  # type: ignore[no-untyped-def]
+                seen.append(kong.service.response.get_status())
+
+        gw = await self.gateway([{"name": "peek"}], {"peek": Peek()})
+        response = await fetch(gw.httpsPort, "/", pki=self.pki)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(seen, [200])
