@@ -21,8 +21,9 @@ from kongtls.exchange import Exchange, ShortCircuit, messageResponse
 from kongtls.pdk import Kong, requestHost
 from kongtls.phases import Phase
 from kongtls.plugins import BoundPlugin
-from kongtls.proxy_types import AttemptFailure
+from kongtls.proxy_types import AttemptFailure, OpenTunnel
 from kongtls.serializer import serialize
+from kongtls.tunnel import formatHead, isUpgrade, switchDownstream
 
 if TYPE_CHECKING:
     from kongtls.config import Target
@@ -45,6 +46,8 @@ class PhaseTracker:
         self._upstreams = upstreams
         self._downstream = downstream
         self._plugins: Sequence[BoundPlugin] = exchange.runtime.plan.globals
+        self._upgrade = isUpgrade(exchange.request)
+        self._tunnel: OpenTunnel | None = None
 
     def run(self) -> Deferred[None]:
         """Fires when the response is sent and the log phase has run."""
@@ -95,10 +98,32 @@ class PhaseTracker:
             exchange.exit = messageResponse(500, UNEXPECTED)
             upstream = None
         try:
-            await self._respond(upstream)
+            if self._tunnel is not None:
+                await self._switch(self._tunnel)
+            else:
+                await self._respond(upstream)
         finally:
             exchange.finishedAt = time.time()
             await self._log()
+
+    async def _switch(self, opened: OpenTunnel) -> None:
+        """The upstream answered an Upgrade: header_filter, then bytes both ways."""
+        exchange = self.exchange
+        tunnel = opened.tunnel
+        exchange.upstreamStatus = opened.status
+        exchange.upstreamHeaders = opened.headers
+        self._applyHeaders(opened.status, opened.headers.copy())
+        try:
+            await self._runPhase(Phase.header_filter, self._plugins)
+        except Exception:
+            self._fail(Phase.header_filter, Failure())
+            tunnel.transport.loseConnection()
+            raise
+        status = exchange.responseStatus or opened.status
+        exchange.headersSent = True
+        switchDownstream(exchange.request, formatHead(status, exchange.responseHeaders),
+                         tunnel)
+        await tunnel.closed
 
     async def _responsePhase(self, upstream: UpstreamResponse) -> None:
         """Kong's ``response`` phase: handlers see (and may replace) the whole body."""
@@ -133,7 +158,15 @@ class PhaseTracker:
             await self._runPhase(Phase.balancer, self._plugins)
             exchange.phase = None
             host, port = exchange.edits.target or (target.host, target.port)
-            answer = await self._upstreams.attempt(exchange, host, port)
+            answer: UpstreamResponse | OpenTunnel | AttemptFailure
+            if self._upgrade:
+                answer = await self._upstreams.attemptTunnel(exchange, host, port)
+            else:
+                answer = await self._upstreams.attempt(exchange, host, port)
+            if isinstance(answer, OpenTunnel):
+                self._upstreams.report(exchange, target, None)
+                self._tunnel = answer
+                return None
             if not isinstance(answer, AttemptFailure):
                 self._upstreams.report(exchange, target, None)
                 return answer

@@ -34,7 +34,8 @@ from kongtls import __version__
 from kongtls.config import Service, Target
 from kongtls.exchange import Exchange, messageResponse
 from kongtls.phase_tracker import PhaseTracker
-from kongtls.proxy_types import AttemptFailure
+from kongtls.proxy_types import AttemptFailure, OpenTunnel
+from kongtls.tunnel import openTunnel, parseHead
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -234,6 +235,41 @@ class Upstreams:
             balancer.succeeded(target)
         else:
             balancer.failed(target, failure.timeout)
+
+    async def attemptTunnel(self, exchange: Exchange, host: str, port: int
+                            ) -> OpenTunnel | AttemptFailure:
+        """One try of an Upgrade request: connect, send its head, read the answer's."""
+        service = exchange.service
+        assert service is not None
+        method, url, headers = self.upstreamRequest(exchange, host, port)
+        request = exchange.request
+        headers.setRawHeaders(b"connection", [b"Upgrade"])
+        headers.setRawHeaders(b"upgrade", request.requestHeaders.getRawHeaders(b"upgrade", []))
+        target = url.split(b"/", 3)
+        path = b"/" + (target[3] if len(target) > 3 else b"")
+        head = b"%s %s HTTP/1.1\r\n" % (method, path) + b"".join(
+            name + b": " + v + b"\r\n" for name, vs in headers.getAllRawHeaders() for v in vs
+        ) + b"\r\n"
+        creator = None
+        if service.protocol == "https":
+            creator = exchange.runtime.policyFor(service).creatorForNetloc(
+                host.encode("idna"), port)
+        exchange.upstreamStarted = time.time()
+        try:
+            tunnel = await openTunnel(self.reactor, host, port, creator,
+                                      service.connectTimeout / 1000, head)
+            answer = await tunnel.head.addTimeout(service.readTimeout / 1000, self.reactor)
+            status, responseHeaders = parseHead(answer)
+        except (ConnectError, DNSLookupError) as e:
+            exchange.upstreamDone = time.time()
+            return AttemptFailure(messageResponse(502, BAD_GATEWAY), retryable=True,
+                                  timeout=isinstance(e, TimeoutError))
+        except Exception:
+            exchange.upstreamDone = time.time()
+            return AttemptFailure(messageResponse(502, BAD_GATEWAY), retryable=False,
+                                  timeout=False)
+        exchange.upstreamDone = time.time()
+        return OpenTunnel(status, responseHeaders, tunnel)
 
     async def attempt(self, exchange: Exchange, host: str, port: int
                       ) -> UpstreamResponse | AttemptFailure:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from twisted.web.http_headers import Headers
 
 from kongtls.exchange import ShortCircuit
 
@@ -14,3 +17,12 @@ class AttemptFailure:
     response: ShortCircuit
     retryable: bool
     timeout: bool
+
+
+@dataclass
+class OpenTunnel:
+    """An upstream that answered an Upgrade request: its head, and the live tunnel."""
+
+    status: int
+    headers: Headers
+    tunnel: Any
