@@ -943,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstreams = [upstream, sink]
         proxies = {
             "kongtls": kongtlsProxy(pki, home, upstream.port),
-            "nginx": nginxInstance("proxy", "nginx", PROXY_CONF, home, SERVER_CORE,
+            "nginx": nginxInstance("nginx", "nginx", PROXY_CONF, home, SERVER_CORE,
                                    args.nginx_binary, upstream=upstream.port,
                                    cert=pki.server.certFile, key=pki.server.keyFile),
         }

@@ -276,3 +276,17 @@ class HelloRetryTests(GatewayTestCase):
                                    {"probe": Probe()})
         clean = await sClient(plain.httpsPort, "-tls1_3")
         self.assertIn("No client certificate CA names sent", clean.out)
+
+
+class H2LoadTests(GatewayTestCase):
+    async def test_h2load_through_the_gateway(self) -> None:
+        from kongtls.testing import run
+
+        probe = Probe()
+        gw = await self.gateway([{"name": "probe"}], {"probe": probe})
+        result = await run("h2load", ["-n", "200", "-c", "4", "-m", "8",
+                                      f"https://127.0.0.1:{gw.httpsPort}/h2"])
+        self.assertIn("200 succeeded, 0 failed, 0 errored", result.out, result.out)
+        self.assertIn("Application protocol: h2", result.out)
+        self.assertEqual(len(probe.logs), 200)
+        self.assertEqual({e["response"]["status"] for e in probe.logs}, {200})
