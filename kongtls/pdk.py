@@ -7,6 +7,7 @@ phase raises L{kongtls.PhaseError} with Kong's text.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
@@ -333,12 +334,31 @@ class Kong:
         self._exchange = exchange
         self._phase = phase
         self.currentPlugin: str | None = None
-        self.client = KongClient(self)
-        self.request = KongRequest(self)
-        self.response = KongResponse(self)
-        self.service = KongService(self)
-        self.ctx = KongCtx(self)
-        self.log = KongLog(self)
+
+    # The namespaces are made when first used: a handshake phase typically needs one.
+    @cached_property
+    def client(self) -> KongClient:
+        return KongClient(self)
+
+    @cached_property
+    def request(self) -> KongRequest:
+        return KongRequest(self)
+
+    @cached_property
+    def response(self) -> KongResponse:
+        return KongResponse(self)
+
+    @cached_property
+    def service(self) -> KongService:
+        return KongService(self)
+
+    @cached_property
+    def ctx(self) -> KongCtx:
+        return KongCtx(self)
+
+    @cached_property
+    def log(self) -> KongLog:
+        return KongLog(self)
 
     @property
     def phase(self) -> Phase | None:

@@ -40,6 +40,8 @@ _WRITE_CERTIFICATE_REQUEST = b"SSLv3/TLS write certificate request"
 _BEFORE_CR_TLS12 = (b"SSLv3/TLS write certificate", b"SSLv3/TLS write key exchange")
 _BEFORE_CR_TLS13 = b"TLSv1.3 write encrypted extensions"
 _READ_FINISHED = b"SSLv3/TLS read finished"
+_HANDSHAKE_DONE = SSL.SSL_CB_HANDSHAKE_DONE
+_ACCEPT_LOOP = SSL.SSL_CB_ACCEPT_LOOP
 
 
 def _state(conn: SSL.Connection) -> ConnectionTLS:
@@ -65,12 +67,17 @@ def _onServerName(conn: SSL.Connection) -> None:
 
 
 def _onInfo(conn: SSL.Connection, where: int, ret: int) -> None:
+    # Called at every state change (about 20 times a handshake): return early.
     state = _state(conn)
-    if where & SSL.SSL_CB_HANDSHAKE_DONE:
+    if state.handshakeDone:
+        return
+    if where & _HANDSHAKE_DONE:
         state.handshakeDone = True
         state.restoreCANames()
         return
-    if not where & SSL.SSL_CB_ACCEPT_LOOP:
+    if not where & _ACCEPT_LOOP or not (
+            state.caNames is not None or state.noSessionReuse or state.caNamesOn is not None
+            or not state.phasesRun & Phase.certificate):
         return
     stage = conn.get_state_string()
     if stage == _READ_CLIENT_HELLO:
