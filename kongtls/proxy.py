@@ -13,6 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -260,14 +261,8 @@ class Upstreams:
                                       service.connectTimeout / 1000, head)
             answer = await tunnel.head.addTimeout(service.readTimeout / 1000, self.reactor)
             status, responseHeaders = parseHead(answer)
-        except (ConnectError, DNSLookupError) as e:
-            exchange.upstreamDone = time.time()
-            return AttemptFailure(messageResponse(502, BAD_GATEWAY), retryable=True,
-                                  timeout=isinstance(e, TimeoutError))
-        except Exception:
-            exchange.upstreamDone = time.time()
-            return AttemptFailure(messageResponse(502, BAD_GATEWAY), retryable=False,
-                                  timeout=False)
+        except Exception as e:
+            return _failed(exchange, url, e, timedOut=False)
         exchange.upstreamDone = time.time()
         return OpenTunnel(status, responseHeaders, tunnel)
 
@@ -298,19 +293,27 @@ class Upstreams:
         try:
             response = await pending
         except Exception as e:
-            exchange.upstreamDone = time.time()
-            if isinstance(e, TimeoutError) or timedOut:
-                return AttemptFailure(messageResponse(504, TIMEOUT), retryable=False,
-                                      timeout=True)
-            log.warn("upstream {url} failed: {error}", url=url.decode("latin-1"), error=e)
-            connectFailure = isinstance(e, (ConnectError, DNSLookupError))
-            return AttemptFailure(messageResponse(502, BAD_GATEWAY),
-                                  retryable=connectFailure, timeout=False)
+            return _failed(exchange, url, e, bool(timedOut))
         finally:
             if timer.active():
                 timer.cancel()
         exchange.upstreamDone = time.time()
         return UpstreamResponse(response, self.reactor, service.readTimeout / 1000)
+
+
+def _failed(exchange: Exchange, url: bytes, error: Exception, timedOut: bool
+            ) -> AttemptFailure:
+    """Kong's answer for a try that got no response: 504 for timeouts, else 502.
+
+    Only failures to connect are worth another try: nothing reached the upstream.
+    """
+    exchange.upstreamDone = time.time()
+    if timedOut or isinstance(error, (TimeoutError, DeferredTimeoutError)):
+        return AttemptFailure(messageResponse(504, TIMEOUT), retryable=False, timeout=True)
+    log.warn("upstream {url} failed: {error}", url=url.decode("latin-1"), error=error)
+    connectFailure = isinstance(error, (ConnectError, DNSLookupError))
+    return AttemptFailure(messageResponse(502, BAD_GATEWAY), retryable=connectFailure,
+                          timeout=False)
 
 
 def _cancelOnDisconnect(request: Any, pending: Deferred[Any]) -> None:
