@@ -38,6 +38,33 @@ from kongtls.gateway import Gateway, GatewaySettings
 Cleanup = Callable[..., Any]
 
 
+class Cleanups:
+    """Collects cleanups as trial's C{addCleanup} does, for pytest-twisted tests.
+
+        @pytest.fixture
+        def cleanups():
+            collected = Cleanups()
+            yield collected
+            pytest_twisted.blockon(collected.run())
+    """
+
+    def __init__(self) -> None:
+        self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> None:
+        self._calls.append((f, args))
+
+    def run(self) -> Deferred[None]:
+        """Run them newest first, waiting for each that returns a Deferred."""
+        async def runAll() -> None:
+            while self._calls:
+                f, args = self._calls.pop()
+                result = f(*args)
+                if isinstance(result, Deferred):
+                    await result
+        return Deferred.fromCoroutine(runAll())
+
+
 def _reactor() -> Any:
     from twisted.internet import reactor
 

@@ -4,33 +4,19 @@ these, the rest of the suite runs under both)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import pytest_twisted
 
-from kongtls.testing import TestPKI, fetch, routeTo, startEcho, startGateway
+from kongtls.testing import Cleanups, TestPKI, fetch, routeTo, startEcho, startGateway
 from tests.plugins import Probe
-
-
-class Cleanups:
-    """Collects cleanups like TestCase.addCleanup; the fixture runs them, newest first."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, tuple[Any, ...]]] = []
-
-    def __call__(self, f: Any, *args: Any) -> None:
-        self.calls.append((f, args))
 
 
 @pytest.fixture
 def cleanups() -> Iterator[Cleanups]:
     collected = Cleanups()
     yield collected
-    for f, args in reversed(collected.calls):
-        result = f(*args)
-        if hasattr(result, "addCallback"):
-            pytest_twisted.blockon(result)
+    pytest_twisted.blockon(collected.run())
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +38,15 @@ async def test_probe_sees_client_chain(cleanups: Cleanups, pki: TestPKI) -> None
     assert response.json()["chain"] == pki.client.fullChainPEM
     assert probe.logs[0]["request"]["tls"]["client_verify"] == \
         "FAILED:unable to get local issuer certificate"
+
+
+@pytest_twisted.ensureDeferred
+async def test_readme_pytest_example(cleanups: Cleanups) -> None:
+    from tests.test_readme_example import MutualTLS
+
+    pki = TestPKI()
+    cleanups(pki.close)
+    echo = await startEcho(cleanups)
+    gw = await startGateway(cleanups, routeTo(echo, [{"name": "mtls"}]),
+                            plugins={"mtls": MutualTLS}, defaultCertificate=pki.server)
+    assert (await fetch(gw.httpsPort, "/", pki=pki)).status == 401
