@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from handshake_cpu import (
@@ -80,6 +80,7 @@ LOG_DIR = RESULTS_DIR / "proxy_bench-logs"
 SMALL_BODY = 512  # bytes of the small GET's response body
 MiB = 1 << 20
 PROXIES = ("kongtls", "nginx")
+T = TypeVar("T")
 
 
 # -- processes ------------------------------------------------------------------------
@@ -131,6 +132,20 @@ class PinnedServer(Server):
         self.restarts += 1
         self.stop()
         self.start()
+
+    def measure(self, notes: list[str], what: Callable[..., T], *args: Any,
+                **kwargs: Any) -> T:
+        """C{what(*args, **kwargs)}, again (after a restart) if this server died meanwhile."""
+        for _ in range(3):
+            self.ensureRunning(notes)
+            assert self.proc is not None
+            pid = self.proc.pid
+            result = what(*args, **kwargs)
+            if self.alive() and self.proc.pid == pid:
+                return result
+            notes.append(f"{self.label} exited during a measurement, which was repeated")
+            print(notes[-1])
+        raise RuntimeError(f"{self.label} keeps exiting; log:\n{self.logTail()}")
 
     def status(self, key: str) -> int:
         """A /proc/PID/status figure (VmRSS, VmHWM) in KiB, summed over the processes."""
@@ -976,8 +991,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for roundNo in range(args.rounds):
                 for proxy in order(roundNo):
                     ensure()
-                    result, busy = rpsSample(proxy, upstreams, tools, args.connections,
-                                             args.duration)
+                    result, busy = proxy.measure(notes, rpsSample, proxy, upstreams, tools,
+                                                 args.connections, args.duration)
                     metric("rps", f"requests/s ({args.connections} keep-alive conns)", ".0f",
                            proxy.name, result.perSecond)
                     samples["rps"].append({"proxy": proxy.name, "round": roundNo,
@@ -998,8 +1013,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for roundNo in range(args.rounds):
                 for proxy in order(roundNo):
                     ensure()
-                    result, busy = rpsSample(proxy, upstreams, tools, args.connections,
-                                             args.duration + 1, rate=rate, warmup=1.0)
+                    result, busy = proxy.measure(notes, rpsSample, proxy, upstreams, tools,
+                                                 args.connections, args.duration + 1,
+                                                 rate=rate, warmup=1.0)
                     achieved = result.perSecond
                     good = not result.errorCount and achieved > 0.9 * rate
                     for pct in ("p50", "p99"):
@@ -1023,7 +1039,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for proxy in order(roundNo):
                     for direction in ("download", "upload"):
                         ensure()
-                        t = transferSample(proxy, upstreams, tools, direction, size, roundNo)
+                        t = proxy.measure(notes, transferSample, proxy, upstreams, tools,
+                                          direction, size, roundNo)
                         label = f"{direction} {args.body_mib} MiB"
                         metric(f"{direction}_mbps", f"{label}: MB/s", ".0f", proxy.name,
                                t.mbPerSecond)
@@ -1048,8 +1065,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "idle" not in args.skip and idleTarget > 0:
             for roundNo in range(args.rounds):
                 for proxy in order(roundNo):
+                    ensure()
                     proxy.restart()
-                    i = idleSample(proxy, tools, idleTarget, roundNo, args.idle_limit)
+                    i = proxy.measure(notes, idleSample, proxy, tools, idleTarget, roundNo,
+                                      args.idle_limit)
                     metric("idle_kib", f"memory per idle mTLS connection (KiB, "
                            f"{idleTarget} open)", ".1f", proxy.name, i.kibPerConnection)
                     metric("idle_open_s", f"seconds to open {idleTarget} connections", ".1f",

@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-)
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from twisted.internet import ssl as tssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -46,30 +42,21 @@ class ServicePolicy:
             self._trust = tssl.trustRootFromCertificates([
                 tssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM))
                 for c in caCertificates])
-        self._client: tssl.PrivateCertificate | None = None
-        self._chain: list[Any] = []
+        # cryptography objects throughout: pyOpenSSL deprecates its own X509/PKey.
+        self._tlsOptions: dict[str, Any] = {}
         if clientCertificate is not None:
             leaf, *rest = clientCertificate.chain
-            keyPEM = clientCertificate.key.private_bytes(
-                Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-            self._client = tssl.PrivateCertificate.loadPEM(
-                leaf.public_bytes(Encoding.PEM) + keyPEM)
-            self._chain = [tssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)).original
-                           for c in rest]
+            self._tlsOptions = {"privateKey": clientCertificate.key, "certificate": leaf}
+            if rest:
+                self._tlsOptions["extraCertChain"] = rest
         self._unverifiedContext: SSL.Context | None = None
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
         host = hostname.decode("idna")
         if not self.verify:
             if self._unverifiedContext is None:
-                options = tssl.CertificateOptions(
-                    verify=False,
-                    privateKey=self._client.privateKey.original if self._client else None,
-                    certificate=self._client.original if self._client else None,
-                    extraCertChain=self._chain or None)
+                options = tssl.CertificateOptions(verify=False, **self._tlsOptions)
                 self._unverifiedContext = options.getContext()
             return _Unverified(host, self._unverifiedContext)
-        extra = {"extraCertChain": self._chain} if self._chain else None
         return tssl.optionsForClientTLS(host, trustRoot=self._trust,
-                                        clientCertificate=self._client,
-                                        extraCertificateOptions=extra)
+                                        extraCertificateOptions=dict(self._tlsOptions))

@@ -19,7 +19,7 @@ class DocsTests(TestCase):
             with open(os.path.join(ROOT, name)) as f:
                 text = f.read()
             try:
-                docutils.core.publish_string(text, writer_name="null", settings_overrides={
+                docutils.core.publish_doctree(text, settings_overrides={
                     "report_level": 5, "halt_level": 2})
             except docutils.utils.SystemMessage as e:
                 self.fail(f"{name}: {e}")
