@@ -79,7 +79,8 @@ class Exchange:
         self.clientVerifyOverride: str | None = None
         self.shared: dict[str, Any] = {}
         self.pluginCtx: dict[str, dict[str, Any]] = {}
-        self.requestSize = _contentSize(request)
+        self.bodyStream = getattr(request, "bodyStream", None)
+        self._bufferedSize = _contentSize(request)
         self.startedAt = time.time()
         self.upstreamStarted: float | None = None
         self.upstreamDone: float | None = None
@@ -90,6 +91,13 @@ class Exchange:
         self.upstreamStatus: int | None = None
         self.upstreamHeaders: Headers | None = None
         self.bufferedBody: bytes | None = None
+
+    @property
+    def requestSize(self) -> int:
+        """Bytes of request body received so far (all of it, unless it streams)."""
+        if self.bodyStream is not None:
+            return int(self.bodyStream.received)
+        return self._bufferedSize
 
     def pluginContext(self, name: str) -> dict[str, Any]:
         return self.pluginCtx.setdefault(name, {})

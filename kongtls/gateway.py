@@ -24,6 +24,7 @@ from kongtls.certificates import KeyedChain, SessionPolicy, selfSigned
 from kongtls.config import ConfigError, GatewayConfig, loadConfig, parseConfig
 from kongtls.plugins import PluginRegistry
 from kongtls.proxy import GatewayResource, Upstreams
+from kongtls.request_body import GatewayRequest
 from kongtls.runtime import DEFAULT_ALPN, Runtime
 from kongtls.tls_server import GatewayTLSFactory
 
@@ -60,7 +61,8 @@ class Gateway:
         self._runtime = self._build(config)
         self._ports: list[IListeningPort] = []
         self.upstreams = Upstreams(reactor)
-        self.site = _QuietSite(GatewayResource(self.currentRuntime, self.upstreams))
+        self.site = _QuietSite(GatewayResource(self.currentRuntime, self.upstreams),
+                               requestFactory=GatewayRequest)
         self.site.displayTracebacks = False
 
     # -- construction -----------------------------------------------------------------

@@ -98,8 +98,12 @@ class KongRequest:
         """Header names lower-cased; a repeated header gives a list, as in Kong."""
         return _headerTable(self._request().requestHeaders)
 
-    def get_raw_body(self) -> bytes:
-        content = self._request().content
+    def get_raw_body(self) -> bytes | None:
+        """The request body; None when it is large enough to stream to the upstream."""
+        request = self._request()
+        if getattr(request, "bodyStream", None) is not None:
+            return None
+        content = request.content
         content.seek(0)
         data: bytes = content.read()
         content.seek(0)

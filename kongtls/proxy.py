@@ -91,9 +91,15 @@ class UpstreamResponse(Protocol):
     def __init__(self, response: Any, reactor: Any = None, readTimeout: float = 60.0
                  ) -> None:
         self.status: int = response.code
+        self.headers = _endToEnd(response.headers)
+        length = response.length
+        if isinstance(length, int) and not self.headers.hasHeader(b"content-length") \
+                and response.request.method != b"HEAD" and self.status not in (204, 304) \
+                and self.status >= 200:
+            # Agent takes the framing off; the client gets the same length back.
+            self.headers.setRawHeaders(b"content-length", [str(length).encode()])
         self._reactor = reactor
         self._readTimeout = readTimeout
-        self.headers = _endToEnd(response.headers)
         self._response = response
         self._chunks: deque[bytes] = deque()
         self._end: Failure | None = None
@@ -275,9 +281,13 @@ class Upstreams:
         request = exchange.request
         content = request.content
         assert content is not None
-        content.seek(0)
-        body = FileBodyProducer(content) if exchange.requestSize or \
-            method in (b"POST", b"PUT", b"PATCH") else None
+        body: Any
+        if exchange.bodyStream is not None:
+            body = exchange.bodyStream
+        else:
+            content.seek(0)
+            body = FileBodyProducer(content) if exchange.requestSize or \
+                method in (b"POST", b"PUT", b"PATCH") else None
         exchange.upstreamStarted = time.time()
         pending = self._agent(exchange, service).request(method, url, headers, body)
         _cancelOnDisconnect(request, pending)
@@ -293,7 +303,10 @@ class Upstreams:
         try:
             response = await pending
         except Exception as e:
-            return _failed(exchange, url, e, bool(timedOut))
+            failure = _failed(exchange, url, e, bool(timedOut))
+            if exchange.bodyStream is not None and exchange.bodyStream.started:
+                failure.retryable = False  # a streamed body cannot be sent again
+            return failure
         finally:
             if timer.active():
                 timer.cancel()

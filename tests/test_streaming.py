@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -90,7 +91,7 @@ class BackpressureTests(GatewayTestCase):
 
         def drain(conn: ClientConnection) -> int:
             total = 0
-            while total < TOTAL:
+            while total < TOTAL - 1024:  # the first recv took the head and a little body
                 data = conn.sock.recv(1 << 20)
                 if not data:
                     break
@@ -99,3 +100,125 @@ class BackpressureTests(GatewayTestCase):
 
         received = await inThread(drain, conn)
         self.assertGreaterEqual(received, TOTAL - 1024)
+
+
+class SlowSink(Protocol):
+    """A raw upstream that reads a request body only when told to, then answers 200
+    with the number of body bytes it read."""
+
+    instances: list[SlowSink] = []
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.body = 0
+        self.length: int | None = None
+        SlowSink.instances.append(self)
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.pauseProducing()  # read nothing until the test says so
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.length is None:
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
+                return
+            head, rest = self.head.split(b"\r\n\r\n", 1)
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    self.length = int(value)
+            assert self.length is not None, head
+            data = rest
+        self.body += len(data)
+        if self.body >= self.length:
+            answer = str(self.body).encode()
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(answer), answer))
+
+
+class UploadStreamingTests(GatewayTestCase):
+    async def test_slow_upstream_pauses_the_client(self) -> None:
+        import threading
+
+        from twisted.internet.protocol import Factory
+
+        SlowSink.instances.clear()
+        upstream = reactor.listenTCP(0, Factory.forProtocol(SlowSink), interface="127.0.0.1")
+        self.addCleanup(upstream.stopListening)
+        gw = await self.gateway(document=routeTo(upstream.getHost().port))
+        size = 128 * 1024 * 1024
+        sent = [0]
+
+        def upload(port: int) -> bytes:
+            conn = ClientConnection(port, clientContext(self.pki))
+            conn.sock.sendall(b"POST /up HTTP/1.1\r\nHost: localhost\r\n"
+                              b"Content-Length: %d\r\n\r\n" % size)
+            block = b"u" * 65536
+            while sent[0] < size:
+                conn.sock.sendall(block)
+                sent[0] += len(block)
+            import http.client
+
+            answer = http.client.HTTPResponse(conn.sock)  # type: ignore[arg-type]
+            answer.begin()
+            reply = b"%d %s" % (answer.status, answer.read())
+            conn.sock.close()
+            return reply
+
+        done = inThread(upload, gw.httpsPort)
+        await deferLater(reactor, 1.5, lambda: None)
+        self.assertEqual(len(SlowSink.instances), 1)
+        # The upstream reads nothing, so the gateway stops reading the client.
+        self.assertLess(sent[0], 48 * 1024 * 1024, sent[0])
+        SlowSink.instances[0].transport.resumeProducing()  # type: ignore[union-attr]
+        reply = await done
+        self.assertEqual(reply, b"200 %d" % size)
+        del threading
+
+    async def test_small_bodies_are_still_buffered(self) -> None:
+        seen: list[Any] = []
+
+        class Peek:
+            def access(self, kong, conf):  # type: ignore[no-untyped-def]
+                seen.append(kong.request.get_raw_body())
+
+        gw = await self.gateway([{"name": "peek"}], {"peek": Peek()})
+        conn = await inThread(ClientConnection, gw.httpsPort, clientContext(self.pki))
+        self.addCleanup(inThread, conn.close)
+        small = await inThread(conn.request, "/", "POST", None, b"s" * 1000)
+        big = await inThread(conn.request, "/", "POST", None, b"b" * (2 << 20))
+        self.assertEqual(small.json()["body_size"], 1000)
+        self.assertEqual(big.json()["body_size"], 2 << 20)
+        self.assertEqual(seen, [b"s" * 1000, None])
+
+    async def test_early_answer_to_a_streaming_upload_closes_the_connection(self) -> None:
+        from tests.plugins import Exiter
+
+        gw = await self.gateway([{"name": "exiter", "config": {"status": 403}}],
+                                {"exiter": Exiter()})
+
+        def upload(port: int) -> tuple[int, bytes]:
+            import http.client
+
+            conn = ClientConnection(port, clientContext(self.pki))
+            conn.sock.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\n"
+                              b"Content-Length: %d\r\n\r\n" % (8 << 20) + b"x" * 65536)
+            answer = http.client.HTTPResponse(conn.sock)  # type: ignore[arg-type]
+            answer.begin()
+            status = answer.status
+            answer.read()
+            rest = b""
+            try:
+                rest = conn.sock.recv(100)  # the gateway closes: b"" (or a reset)
+            except OSError:
+                pass
+            conn.sock.close()
+            return status, rest
+
+        status, rest = await inThread(upload, gw.httpsPort)
+        self.assertEqual((status, rest), (403, b""))
+        again = await inThread(lambda: ClientConnection(gw.httpsPort, clientContext(
+            self.pki)).request("/"))
+        self.assertEqual(again.status, 403)
