@@ -659,6 +659,10 @@ class Transfer:
     def cpuPerGB(self) -> float | None:
         return self.proxyCPU / (self.bytes / 1e9) if self.ok and self.bytes else None
 
+    @property
+    def proxyBusy(self) -> float | None:
+        return 100 * self.proxyCPU / self.seconds if self.ok and self.seconds else None
+
 
 class RSSPoller:
     """Polls a server's VmRSS in a thread; C{peak} is the largest sum seen."""
@@ -787,6 +791,90 @@ def idleSample(proxy: PinnedServer, tools: Tools, count: int, roundNo: int,
                 cpu1 - cpu0)
 
 
+# -- profiles -------------------------------------------------------------------------
+
+
+def _pySpy() -> str | None:
+    found = shutil.which("py-spy")
+    if found is None and (BIN_DIR / "py-spy").exists():
+        found = str(BIN_DIR / "py-spy")
+    return found
+
+
+def _frame(frame: str) -> str:
+    for prefix in (str(Path(sys.prefix)), str(Path(sys.base_prefix)),
+                   str(BENCH_ROOT)):
+        frame = frame.replace(prefix + "/", "")
+    return frame.replace("lib/python3.11/site-packages/", "")
+
+
+BENCH_ROOT = Path(__file__).resolve().parent.parent
+
+
+def summariseProfile(raw: Path, rate: int, seconds: float, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive shares of the reactor thread's samples (py-spy's raw format)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit() or "Thread._bootstrap" in stack.split(";")[0]:
+            continue  # the thread pool's idle workers
+        n = int(count)
+        total += n
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + n
+
+    def ranked(counts: dict[str, int]) -> list[tuple[float, str]]:
+        best = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return [(round(100 * c / total, 1), f) for f, c in best] if total else []
+
+    return {"samples": total, "busy_estimate": total / (rate * seconds) if seconds else None,
+            "self_pct": ranked(own), "inclusive_pct": ranked(inclusive), "raw": str(raw)}
+
+
+def profileUnder(proxy: PinnedServer, label: str, notes: list[str], load: Callable[[], object],
+                 rate: int = 100) -> dict[str, Any]:
+    spy = _pySpy()
+    if spy is None:
+        notes.append("--profile: py-spy is not installed (pip install py-spy)")
+        print(notes[-1])
+        return {}
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    raw = LOG_DIR / f"py-spy-{label}.txt"
+    pids = proxy.pids()
+    argv = pinned(CLIENT_CORE) + [spy, "record", "-p", str(pids[0]), "-r", str(rate),
+                                  "-f", "raw", "-o", str(raw), "-d", "600"]
+    sampler = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        time.sleep(1.5)  # attached
+        t0 = time.monotonic()
+        load()
+        seconds = time.monotonic() - t0
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on ^C
+        _, err = sampler.communicate(timeout=30)
+    finally:
+        if sampler.poll() is None:
+            os.killpg(sampler.pid, signal.SIGKILL)
+            sampler.wait()
+    if not raw.exists():
+        notes.append(f"--profile {label}: py-spy wrote nothing: {err.decode()[-300:]}")
+        print(notes[-1])
+        return {}
+    summary = summariseProfile(raw, rate, seconds)
+    print(f"\npy-spy, kongtls under {label} ({summary['samples']} samples of the reactor "
+          f"thread, busy ~{100 * (summary['busy_estimate'] or 0):.0f}%): self time")
+    for pct, frame in summary["self_pct"][:15]:
+        print(f"  {pct:5.1f}%  {frame}")
+    print("inclusive")
+    for pct, frame in summary["inclusive_pct"][:25]:
+        print(f"  {pct:5.1f}%  {frame}")
+    return summary
+
+
 # -- report ---------------------------------------------------------------------------
 
 
@@ -843,8 +931,14 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="MiB of each download and upload (default 1024)")
     parser.add_argument("--idle-connections", type=int, default=10000,
                         help="idle TLS connections to open (default 10000)")
+    parser.add_argument("--idle-rounds", type=int, default=1,
+                        help="rounds of the idle-connection phase (default 1: it takes about "
+                             "40 s a round and its figures vary by 0.1%%)")
     parser.add_argument("--idle-limit", type=float, default=90.0,
                         help="seconds allowed to open them (default 90)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also sample kongtls with py-spy (pip install py-spy) under "
+                             "the requests/s load, a download and an upload")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["rps", "latency", "transfer", "idle"],
                         help="leave out a phase (repeatable)")
@@ -925,6 +1019,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rate = args.rate
     size = args.body_mib * MiB
     certPresented = "?"
+    profiles: dict[str, Any] = {}
     shimNote = ""
 
     def metric(key: str, label: str, spec: str, proxy: str, value: float | None) -> None:
@@ -995,6 +1090,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  args.connections, args.duration)
                     metric("rps", f"requests/s ({args.connections} keep-alive conns)", ".0f",
                            proxy.name, result.perSecond)
+                    metric("rps_proxy_busy", "  proxy CPU busy (%)", ".0f", proxy.name,
+                           100 * busy.proxy)
+                    metric("rps_load_busy", "  load core busy: wrk + upstream (%)", ".0f",
+                           proxy.name, 100 * busy.load)
                     samples["rps"].append({"proxy": proxy.name, "round": roundNo,
                                            "requests": result.requests,
                                            "seconds": result.seconds,
@@ -1048,22 +1147,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                                proxy.name, t.cpuPerGB)
                         metric(f"{direction}_rss", f"{label}: proxy peak RSS MiB", ".0f",
                                proxy.name, t.peakRssKiB / 1024 if t.ok else None)
+                        metric(f"{direction}_busy", f"{label}: proxy CPU busy (%)", ".0f",
+                               proxy.name, t.proxyBusy)
                         samples["transfer"].append({
                             "proxy": t.proxy, "direction": t.direction, "round": t.round,
                             "ok": t.ok, "bytes": t.bytes, "seconds": t.seconds,
                             "mb_per_second": t.mbPerSecond, "proxy_cpu_s": t.proxyCPU,
-                            "proxy_cpu_s_per_gb": t.cpuPerGB, "client_cpu_s": t.clientCPU,
+                            "proxy_cpu_s_per_gb": t.cpuPerGB, "proxy_busy_pct": t.proxyBusy,
+                            "client_cpu_s": t.clientCPU,
                             "upstream_cpu_s": t.upstreamCPU,
                             "rss_before_kib": t.rssBeforeKiB, "peak_rss_kib": t.peakRssKiB,
                             "polled_peak_rss_kib": t.polledPeakKiB, "detail": t.detail})
                         print(f"round {roundNo + 1}/{args.rounds} {direction:<8} "
                               f"{proxy.label:<8} {_fmt(t.mbPerSecond):>5} MB/s "
-                              f"{_fmt(t.cpuPerGB, '.2f')} CPU s/GB, RSS "
+                              f"{_fmt(t.cpuPerGB, '.2f')} CPU s/GB, busy "
+                              f"{_fmt(t.proxyBusy)}%, RSS "
                               f"{t.rssBeforeKiB // 1024} -> peak {t.peakRssKiB // 1024} MiB"
                               f"{'' if t.ok else '  FAILED: ' + t.detail}")
+        # -- where kongtls spends its time
+        if args.profile:
+            kongtls = proxies["kongtls"]
+            ensure()
+            profiles["requests"] = profileUnder(kongtls, "requests", notes, lambda: runWrk(
+                tools, kongtls.port, "/small", args.connections, args.duration))
+            for direction in ("download", "upload"):
+                profiles[direction] = profileUnder(
+                    kongtls, direction, notes, lambda d=direction: transferSample(
+                        kongtls, upstreams, tools, d, size, -1))
         # -- 3. idle connections
         if "idle" not in args.skip and idleTarget > 0:
-            for roundNo in range(args.rounds):
+            for roundNo in range(args.idle_rounds):
                 for proxy in order(roundNo):
                     ensure()
                     proxy.restart()
@@ -1101,9 +1214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         work.cleanup()
         signal.signal(signal.SIGINT, previous)
 
-    ordered = [metrics[k] for k in ("rps", "latency_p50", "latency_p99", "download_mbps",
-                                    "download_cpu", "download_rss", "upload_mbps",
-                                    "upload_cpu", "upload_rss", "idle_kib", "idle_open_s")
+    ordered = [metrics[k] for k in ("rps", "rps_proxy_busy", "rps_load_busy", "latency_p50",
+                                    "latency_p99", "download_mbps", "download_cpu",
+                                    "download_busy", "download_rss", "upload_mbps",
+                                    "upload_cpu", "upload_busy", "upload_rss", "idle_kib",
+                                    "idle_open_s")
                if k in metrics]
     print("")
     print(f"medians of {args.rounds} rounds (kongtls/nginx > 1: kongtls higher)")
@@ -1129,7 +1244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "kongtls vs nginx as the same mTLS reverse proxy (TLS 1.3, ECDSA P-256)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings": {
-            "rounds": args.rounds, "connections": args.connections,
+            "rounds": args.rounds, "idle_rounds": args.idle_rounds,
+            "connections": args.connections,
             "duration_s": args.duration, "latency_rate": rate, "body_bytes": size,
             "small_body_bytes": SMALL_BODY, "idle_connections": idleTarget,
             "server_core": SERVER_CORE, "load_core": CLIENT_CORE,
@@ -1138,6 +1254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "environment": env,
         "summary": {m.key: m.asJSON() for m in ordered},
+        "profiles": profiles,
         "samples": samples,
         "notes": notes,
         "duration_seconds": round(time.monotonic() - started, 1),

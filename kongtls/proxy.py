@@ -332,11 +332,20 @@ def _failed(exchange: Exchange, url: bytes, error: Exception, timedOut: bool
 def _cancelOnDisconnect(request: Any, pending: Deferred[Any]) -> None:
     """A client that goes away cancels the upstream request it was waiting for."""
 
-    def onGone(reason: Failure) -> None:
-        if not pending.called:
-            pending.cancel()
+    def onGone(reason: object) -> None:
+        # Not "if not pending.called": once connected, pending waits on the
+        # request's own Deferred, and cancel() is forwarded to it.
+        pending.cancel()
 
-    request.notifyFinish().addErrback(onGone)
+    if clientGone(request):
+        onGone(None)
+    else:
+        request.notifyFinish().addErrback(onGone)
+
+
+def clientGone(request: Any) -> bool:
+    """Already disconnected? (notifyFinish never fires for a request lost before it.)"""
+    return bool(getattr(request, "_disconnected", False))
 
 
 def _hostForURL(host: str) -> str:
@@ -363,7 +372,10 @@ class Downstream:
         self.gone = False
         self._paused: Deferred[None] | None = None
         self._producing = False
-        request.notifyFinish().addErrback(self._clientGone)
+        if clientGone(request):
+            self.gone = True
+        else:
+            request.notifyFinish().addErrback(self._clientGone)
 
     def _clientGone(self, reason: Failure) -> None:
         self.gone = True

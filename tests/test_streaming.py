@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -222,3 +223,69 @@ class UploadStreamingTests(GatewayTestCase):
         again = await inThread(lambda: ClientConnection(gw.httpsPort, clientContext(
             self.pki)).request("/"))
         self.assertEqual(again.status, 403)
+
+
+class CutShort(Protocol):
+    """An upstream that promises 1 MiB and dies after 100 kB."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n"
+                                 + b"c" * 100000)
+            reactor.callLater(0.05, self.transport.abortConnection)
+
+
+class Waiting(Protocol):
+    """An upstream that reads the request and never answers; notes when it is dropped."""
+
+    lost: list[bool] = []
+
+    def connectionLost(self, reason: Any = None) -> None:
+        Waiting.lost.append(True)
+
+
+class FailureTests(GatewayTestCase):
+    async def test_upstream_dying_mid_body_closes_the_client(self) -> None:
+        import http.client
+
+        from twisted.internet.protocol import Factory
+
+        upstream = reactor.listenTCP(0, Factory.forProtocol(CutShort), interface="127.0.0.1")
+        self.addCleanup(upstream.stopListening)
+        gw = await self.gateway(document=routeTo(upstream.getHost().port))
+
+        def get(port: int) -> str:
+            conn = ClientConnection(port, clientContext(self.pki))
+            conn.sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = http.client.HTTPResponse(conn.sock)  # type: ignore[arg-type]
+            answer.begin()
+            try:
+                answer.read()
+            except http.client.IncompleteRead as e:
+                return f"incomplete after {len(e.partial)}"
+            finally:
+                conn.sock.close()
+            return "complete"
+
+        self.assertEqual(await inThread(get, gw.httpsPort), "incomplete after 100000")
+
+    async def test_client_going_away_cancels_the_upstream_request(self) -> None:
+        from twisted.internet.protocol import Factory
+
+        Waiting.lost.clear()
+        upstream = reactor.listenTCP(0, Factory.forProtocol(Waiting), interface="127.0.0.1")
+        self.addCleanup(upstream.stopListening)
+        gw = await self.gateway(document=routeTo(upstream.getHost().port))
+
+        def leave(port: int) -> None:
+            conn = ClientConnection(port, clientContext(self.pki))
+            conn.sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            time.sleep(0.3)  # the upstream has the request by now
+            conn.sock.close()
+
+        await inThread(leave, gw.httpsPort)
+        for _ in range(50):
+            if Waiting.lost:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(Waiting.lost, [True])
