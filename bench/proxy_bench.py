@@ -8,6 +8,9 @@ without requiring one (kongtls: the bundled ``client-certificate`` plugin, globa
 tickets, and the same upstream on core 1 beside the load: an nginx (one worker) that
 serves a small file and a 1 GiB (sparse) file from a temp dir and hands ``POST /upload``
 (unbuffered) to a sink in this script that reads the whole body before it answers 200.
+nginx proxies with ``proxy_http_version 1.1``, ``keepalive 32`` (kongtls's pool keeps 32
+idle upstream connections), ``proxy_request_buffering off`` and, like kongtls's 8-chunk
+read-ahead, ``proxy_buffering on`` with ``proxy_buffers 8 64k`` and no temp file.
 
 1. **requests/s**: ``wrk`` (one thread, ``--connections`` keep-alive connections, TLS 1.3,
    presenting a client certificate through a small ``LD_PRELOAD`` shim, compiled here with
@@ -24,10 +27,12 @@ serves a small file and a 1 GiB (sparse) file from a temp dir and hands ``POST /
    keeps them open; once the proxy's CPU is quiet its RSS growth over the number open is
    the memory per idle connection. Both proxies are restarted before each such round.
 
-Each phase runs ``--rounds`` rounds, the proxies' order alternating; the report gives the
-medians and the ratios kongtls / nginx of the medians.
+Phases 1 and 2 run ``--rounds`` rounds, phase 3 ``--idle-rounds``, the proxies' order
+alternating; the report gives the medians and the ratios kongtls / nginx of the medians.
+With ``--profile``, py-spy samples kongtls under the requests/s load, a download and an
+upload, and the top frames are printed (raw samples in the log directory).
 
-    /tmp/venv/bin/python bench/proxy_bench.py [--rounds 3] [--connections 32]
+    /tmp/venv/bin/python bench/proxy_bench.py [--rounds 3] [--connections 32] [--profile]
 
 Needs nginx, wrk, curl, gcc and libssl-dev (``apt-get install nginx wrk curl gcc
 libssl-dev``). Results: bench/results/proxy_bench.json; logs: bench/results/proxy_bench-logs/.
@@ -38,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import json
 import os
 import resource
@@ -802,16 +808,22 @@ def _pySpy() -> str | None:
 
 
 def _frame(frame: str) -> str:
+    """``function (file)``: paths shortened, line numbers dropped (per function, then)."""
     for prefix in (str(Path(sys.prefix)), str(Path(sys.base_prefix)),
                    str(BENCH_ROOT)):
         frame = frame.replace(prefix + "/", "")
-    return frame.replace("lib/python3.11/site-packages/", "")
+    frame = frame.replace(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/", "")
+    frame = frame.replace("site-packages/", "")
+    name, paren, where = frame.rpartition(" (")
+    if paren and where.endswith(")") and ":" in where:
+        frame = f"{name} ({where[:-1].rpartition(':')[0]})"
+    return frame
 
 
 BENCH_ROOT = Path(__file__).resolve().parent.parent
 
 
-def summariseProfile(raw: Path, rate: int, seconds: float, top: int = 25) -> dict[str, Any]:
+def summariseProfile(raw: Path, rate: int, seconds: float, top: int = 40) -> dict[str, Any]:
     """Self and inclusive shares of the reactor thread's samples (py-spy's raw format)."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
@@ -869,8 +881,8 @@ def profileUnder(proxy: PinnedServer, label: str, notes: list[str], load: Callab
           f"thread, busy ~{100 * (summary['busy_estimate'] or 0):.0f}%): self time")
     for pct, frame in summary["self_pct"][:15]:
         print(f"  {pct:5.1f}%  {frame}")
-    print("inclusive")
-    for pct, frame in summary["inclusive_pct"][:25]:
+    print("inclusive (below the reactor loop's 90%+ frames)")
+    for pct, frame in [(p, f) for p, f in summary["inclusive_pct"] if p < 90][:25]:
         print(f"  {pct:5.1f}%  {frame}")
     return summary
 
@@ -1172,8 +1184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tools, kongtls.port, "/small", args.connections, args.duration))
             for direction in ("download", "upload"):
                 profiles[direction] = profileUnder(
-                    kongtls, direction, notes, lambda d=direction: transferSample(
-                        kongtls, upstreams, tools, d, size, -1))
+                    kongtls, direction, notes, functools.partial(
+                        transferSample, kongtls, upstreams, tools, direction, size, -1))
         # -- 3. idle connections
         if "idle" not in args.skip and idleTarget > 0:
             for roundNo in range(args.idle_rounds):
@@ -1226,6 +1238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         table(ordered)
     for server in servers:
         problems = logProblems(server)
+        # wrk ends a run by closing its connections, requests in flight or not: kongtls
+        # cancels their upstream calls and says so.
+        cancelled = [p for p in problems if "CancelledError" in p]
+        problems = [p for p in problems if "CancelledError" not in p]
+        if cancelled:
+            notes.append(f"{server.label} logged {len(cancelled)} 'upstream ... failed: "
+                         f"CancelledError' warnings: requests in flight when wrk closed its "
+                         f"connections at the end of a run")
+            print(notes[-1])
         if problems:
             notes.append(f"{server.label} logged {len(problems)} problem lines "
                          f"(see {server.logPath}); first: {problems[0][:200]}")
@@ -1240,7 +1261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "memory_mib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MiB,
     })
-    result = {
+    report = {
         "benchmark": "kongtls vs nginx as the same mTLS reverse proxy (TLS 1.3, ECDSA P-256)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings": {
@@ -1260,8 +1281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration_seconds": round(time.monotonic() - started, 1),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output} in {result['duration_seconds']} s")
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output} in {report['duration_seconds']} s")
     return 0
 
 

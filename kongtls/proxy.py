@@ -24,6 +24,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     PotentialDataLoss,
     ResponseDone,
+    _HTTP11ClientFactory,  # the pool's, made quiet
 )
 from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -162,13 +163,19 @@ class UpstreamResponse(Protocol):
             transport.stopProducing()
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
 class Upstreams:
     """Calls services over one persistent connection pool (keep-alive upstream)."""
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = 32
+        self.pool.maxPersistentPerHost = 128
+        self.pool._factory = _QuietClientFactory  # one log line per upstream connection
+                                                   # is too many for a gateway
         self._agents: dict[tuple[float, int], Agent] = {}
 
     def _agent(self, exchange: Exchange, service: Service) -> Agent:
@@ -323,7 +330,8 @@ def _failed(exchange: Exchange, url: bytes, error: Exception, timedOut: bool
     exchange.upstreamDone = time.time()
     if timedOut or isinstance(error, (TimeoutError, DeferredTimeoutError)):
         return AttemptFailure(messageResponse(504, TIMEOUT), retryable=False, timeout=True)
-    log.warn("upstream {url} failed: {error}", url=url.decode("latin-1"), error=error)
+    if not clientGone(exchange.request):  # a client that left cancelled it: no news
+        log.warn("upstream {url} failed: {error}", url=url.decode("latin-1"), error=error)
     connectFailure = isinstance(error, (ConnectError, DNSLookupError))
     return AttemptFailure(messageResponse(502, BAD_GATEWAY), retryable=connectFailure,
                           timeout=False)
