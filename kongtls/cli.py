@@ -104,7 +104,8 @@ def makeService(options: Options) -> IService:
     except (ConfigError, PluginLoadError) as e:
         _fatal(str(e))
     top = MultiService()
-    service = GatewayService(gateway, options["https"], options["http"])
+    service = GatewayService(gateway, options["https"], options["http"],
+                             stopReactorOnFailure=True)
     service.setServiceParent(top)
     if options["config"]:
         path = options["config"]

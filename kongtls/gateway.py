@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -158,8 +158,12 @@ class GatewayService(Service):
 
     name: str | None = "kongtls"  # type: ignore[assignment]
 
-    def __init__(self, gateway: Gateway, https: Sequence[str], http: Sequence[str]) -> None:
+    def __init__(self, gateway: Gateway, https: Sequence[str], http: Sequence[str],
+                 stopReactorOnFailure: bool = False) -> None:
+        """C{stopReactorOnFailure}: for ``twistd``, where a gateway that cannot listen
+        has nothing left to do; an embedding program decides for itself."""
         self.gateway = gateway
+        self.stopReactorOnFailure = stopReactorOnFailure
         self.https = list(https)
         self.http = list(http)
         self.listening: Deferred[Any] | None = None
@@ -179,7 +183,10 @@ class GatewayService(Service):
     def _cannotListen(self, failure: Any) -> None:
         log.failure("kongtls cannot listen", failure.value.subFailure
                     if hasattr(failure.value, "subFailure") else failure)
-        self.gateway.reactor.stop()
+        if self.stopReactorOnFailure:
+            # twistd starts services before the reactor runs: stop once it does.
+            reactor = self.gateway.reactor
+            reactor.callWhenRunning(reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -193,4 +200,4 @@ class GatewayService(Service):
             log.error("reload refused, running configuration kept: {error}", error=str(e))
 
 
-__all__ = ["Gateway", "GatewayService", "GatewaySettings", "ConfigError", "ensureDeferred"]
+__all__ = ["Gateway", "GatewayService", "GatewaySettings", "ConfigError"]

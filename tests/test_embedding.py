@@ -122,3 +122,24 @@ class ReloadUnderLoadTests(GatewayTestCase):
         fresh = await fetch(gw.httpsPort, "/", pki=self.pki, sni="api.example.com")
         self.assertEqual(fresh.status, 200)  # verified against the new certificate
         self.assertEqual((await inThread(kept.request, "/")).status, 200)
+
+
+class EmbeddedListenFailureTests(GatewayTestCase):
+    async def test_failure_to_listen_leaves_the_programs_reactor_running(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        busy = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(busy.stopListening)
+        gateway = Gateway.fromDict(reactor, routeTo(1),
+                                   settings=GatewaySettings(entryPoints=False))
+        service = GatewayService(gateway, [f"tcp:{busy.getHost().port}:interface=127.0.0.1"],
+                                 [])
+        stopped: list[bool] = []
+        self.patch(reactor, "stop", lambda: stopped.append(True))
+        service.startService()
+        assert service.listening is not None
+        await service.listening
+        self.assertEqual(stopped, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+        await service.stopService()

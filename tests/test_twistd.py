@@ -192,3 +192,16 @@ class TwistdTests(GatewayTestCase):
         self.assertEqual(first["client_ip"], "127.0.0.1")
         self.assertEqual(first["request"]["tls"]["client_verify"], "NONE")
         self.assertIn("proxy", first["latencies"])
+
+    async def test_busy_port_stops_twistd_with_a_reason(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        busy = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(busy.stopListening)
+        port = busy.getHost().port
+        child = await self.twistd("--https", f"tcp:{port}:interface=127.0.0.1",
+                                  "--http", f"tcp:{freePort()}:interface=127.0.0.1")
+        await child.ended
+        self.assertIn(b"kongtls cannot listen", child.out)
+        self.assertIn(b"Address already in use", child.out)
