@@ -34,17 +34,11 @@ Results: bench/results/handshake_cpu.json; the servers' logs: bench/results/hand
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import multiprocessing
 import os
-import platform
-import shutil
 import signal
 import socket
 import ssl
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,164 +48,46 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from _common import (
+    BENCH_DIR,
+    CLIENT_CORE,
+    NGINX,
+    NGINX_MAIN,
+    NGINX_TEMP_PATHS,
+    NGINX_TLS,
+    RESULTS_DIR,
+    SERVER_CORE,
+    Server,
+    checkMachine,
+    cleanUp,
+    environment,
+    fmt,
+    freePort,
+    kongtlsServer,
+    logProblems,
+    median,
+    nginxServer,
+    now,
+    ratio,
+    run,
+    stopOnTerm,
+    writeReport,
+)
+from _common import clientContext as _tlsClientContext
 
 from kongtls.testing import TestPKI
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
 RESULTS_FILE = RESULTS_DIR / "handshake_cpu.json"
 LOG_DIR = RESULTS_DIR / "handshake_cpu-logs"
-BIN_DIR = Path(sys.executable).parent
-NGINX = Path("/usr/sbin/nginx")
 
-SERVER_CORE = 0
-CLIENT_CORE = 1
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TLS_VERSIONS = {"1.3": ssl.TLSVersion.TLSv1_3, "1.2": ssl.TLSVersion.TLSv1_2}
 SERVER_NAME = "localhost"  # sent as SNI; the server certificate is for it and 127.0.0.1
 
 
-# -- processes ------------------------------------------------------------------------
+# -- servers --------------------------------------------------------------------------
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _processTimes(pid: int) -> float:
-    """utime + stime of process C{pid} (all its threads, dead ones too), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return found
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found.extend(int(c) for c in f.read().split())
-        except FileNotFoundError:
-            pass
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """C{pid} and every process below it."""
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        todo.extend(_children(current))
-    return pids
-
-
-def pinned(core: int) -> list[str]:
-    """A command prefix that runs a program (and all its threads) on C{core} only."""
-    taskset = shutil.which("taskset")
-    if taskset is None:
-        raise SystemExit("taskset (util-linux) is needed to pin the servers")
-    return [taskset, "-c", str(core)]
-
-
-@dataclass
-class Server:
-    """One server under test, as a subprocess (its own process group) on core 0."""
-
-    name: str
-    label: str
-    argv: list[str]
-    port: int
-    cwd: str | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    logPath: Path | None = None
-    _log: Any = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.logPath = LOG_DIR / f"{self.name}.log"
-        self._log = open(self.logPath, "wb")  # closed in stop()
-        self.proc = subprocess.Popen(pinned(SERVER_CORE) + self.argv, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.cwd, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.label} exited with {self.proc.returncode} at start; "
-                                   f"log:\n{self.logTail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.label} is not listening on {self.port} after "
-                                       f"{timeout}s; log:\n{self.logTail()}") from None
-                time.sleep(0.05)
-        for pid in self.pids():
-            affinity = os.sched_getaffinity(pid)
-            if affinity != {SERVER_CORE}:
-                raise RuntimeError(f"{self.label} pid {pid} runs on cores {affinity}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def pids(self) -> list[int]:
-        assert self.proc is not None
-        return descendants(self.proc.pid)
-
-    def cpuSeconds(self) -> float:
-        total = 0.0
-        for pid in self.pids():
-            try:
-                total += _processTimes(pid)
-            except FileNotFoundError:
-                pass
-        return total
-
-    def rssKiB(self) -> int:
-        """Resident memory of the server's processes (a leak per handshake shows here)."""
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-        return total
-
-    def logTail(self, lines: int = 30) -> str:
-        if self.logPath is None or not self.logPath.exists():
-            return ""
-        return "\n".join(self.logPath.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            pgid = self.proc.pid  # start_new_session: the group is this process's own
-            try:
-                os.killpg(pgid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(pgid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def kongtlsServer(pki: TestPKI, work: Path) -> Server:
-    port = freePort()
+def kongtlsHandshakeServer(pki: TestPKI, work: Path) -> Server:
     document = {
         "_format_version": "3.0",
         "services": [{"name": "nowhere", "url": "http://127.0.0.1:9/"}],
@@ -219,14 +95,7 @@ def kongtlsServer(pki: TestPKI, work: Path) -> Server:
                      "config": {"ca_certs": [pki.caPEM(pki.root)],
                                 "disable_session_reuse": True}}],
     }
-    conf = work / "kong.yml"
-    conf.write_text(yaml.safe_dump(document, sort_keys=False))
-    twistd = BIN_DIR / "twistd"
-    argv = [str(twistd), "-n", "--pidfile=", "kongtls", "--config", str(conf),
-            "--https", f"tcp:{port}:interface=127.0.0.1",
-            "--ssl-cert", pki.server.certFile, "--ssl-key", pki.server.keyFile,
-            "--ssl-session-tickets", "off"]
-    return Server("kongtls", "kongtls", argv, port, cwd=str(work))
+    return kongtlsServer(pki, work, LOG_DIR, document)
 
 
 def bareServer(pki: TestPKI, work: Path) -> Server:
@@ -234,47 +103,25 @@ def bareServer(pki: TestPKI, work: Path) -> Server:
     argv = [sys.executable, str(BENCH_DIR / "bare_tls_server.py"), "--port", str(port),
             "--cert", pki.server.certFile, "--key", pki.server.keyFile,
             "--ca-names", pki.rootFile]
-    return Server("bare", "bare Twisted", argv, port, cwd=str(work))
+    return Server("bare", "bare Twisted", argv, port, LOG_DIR, cwd=str(work))
 
 
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 1024; }}
+NGINX_CONF = NGINX_MAIN + """\
 http {{
     access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+""" + NGINX_TEMP_PATHS + """\
     server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name localhost;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_verify_client optional_no_ca;
-        ssl_session_tickets off;
-        ssl_session_cache off;
+""" + NGINX_TLS + """\
         location / {{ return 200; }}
     }}
 }}
 """
 
 
-def nginxServer(pki: TestPKI, work: Path, binary: Path = NGINX) -> Server:
-    port = freePort()
-    home = work / "nginx"
-    home.mkdir()
-    conf = home / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=home, port=port, cert=pki.server.certFile,
-                                      key=pki.server.keyFile))
-    argv = [str(binary), "-p", str(home), "-e", "stderr", "-c", str(conf)]
-    return Server("nginx", "nginx", argv, port, cwd=str(home))
+def handshakeNginx(pki: TestPKI, work: Path, binary: Path = NGINX) -> Server:
+    return nginxServer("nginx", "nginx", NGINX_CONF, work, LOG_DIR, SERVER_CORE, binary,
+                       limits="", connections=1024, listen="",
+                       cert=pki.server.certFile, key=pki.server.keyFile)
 
 
 # -- load: what runs in the client processes -----------------------------------------
@@ -301,16 +148,9 @@ def _initClient(files: ClientFiles) -> None:
 
 
 def clientContext(files: ClientFiles, tls: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ctx.maximum_version = TLS_VERSIONS[tls]
     # The server's leaf is compared with the one it must present rather than verified
-    # against the root: an ECDSA verification less per handshake on the client's core,
-    # which has to keep up with the server's.
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.load_cert_chain(files.certFile, files.keyFile)
-    ctx.options |= ssl.OP_NO_TICKET
-    return ctx
+    # against the root.
+    return _tlsClientContext(files.certFile, files.keyFile, TLS_VERSIONS[tls])
 
 
 def handshakeOnce(ctx: ssl.SSLContext, port: int, serverLeaf: bytes,
@@ -461,15 +301,6 @@ def measure(server: Server, load: LoadGenerator, tls: str, roundNo: int, count: 
 # -- report ---------------------------------------------------------------------------
 
 
-def median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
-
-
 RATIOS = (("kongtls", "bare"), ("kongtls", "nginx"), ("bare", "nginx"))
 
 
@@ -504,19 +335,15 @@ def summarise(samples: Sequence[Sample], servers: Sequence[Server],
             for sa in (s for s in samples if s.server == a and s.tls == tls):
                 sb = next((s for s in samples
                            if s.server == b and s.tls == tls and s.round == sa.round), None)
-                byRound.append(_ratio(sa.usPerHandshake, sb.usPerHandshake if sb else None))
+                byRound.append(ratio(sa.usPerHandshake, sb.usPerHandshake if sb else None))
             ratios[f"{a}/{b}"] = {
-                "of_medians": _ratio(perServer[a]["us_per_handshake_median"],
+                "of_medians": ratio(perServer[a]["us_per_handshake_median"],
                                      perServer[b]["us_per_handshake_median"]),
                 "median_of_rounds": median(byRound),
                 "rounds": byRound,
             }
         summary[f"TLS{tls}"] = {"servers": perServer, "ratios": ratios}
     return summary
-
-
-def _fmt(value: float | None, spec: str = ".0f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def printTable(summary: dict[str, Any], servers: Sequence[Server],
@@ -529,16 +356,16 @@ def printTable(summary: dict[str, Any], servers: Sequence[Server],
     for version, entry in summary.items():
         for server in servers:
             row = entry["servers"][server.name]
-            rounds = ",".join(_fmt(v) for v in row["us_per_handshake_rounds"])
-            write(f"{version:<7} {server.label:<13} {_fmt(row['us_per_handshake_median']):>6}  "
+            rounds = ",".join(fmt(v) for v in row["us_per_handshake_rounds"])
+            write(f"{version:<7} {server.label:<13} {fmt(row['us_per_handshake_median']):>6}  "
                   f"{rounds:<18} {row['handshakes']:>6} {row['errors']:>4} "
-                  f"{_fmt(100 * (row['server_busy_median'] or 0)):>7}% "
-                  f"{_fmt(100 * (row['client_busy_median'] or 0)):>7}% "
-                  f"{_fmt(row['handshakes_per_second_median']):>5}  {row['cipher'] or '-'}")
-        for name, ratio in entry["ratios"].items():
-            rounds = ", ".join(_fmt(r, ".2f") for r in ratio["rounds"])
-            write(f"{version:<7} {name:<13} {_fmt(ratio['of_medians'], '.2f')}x "
-                  f"(median of per-round ratios {_fmt(ratio['median_of_rounds'], '.2f')}x: "
+                  f"{fmt(100 * (row['server_busy_median'] or 0)):>7}% "
+                  f"{fmt(100 * (row['client_busy_median'] or 0)):>7}% "
+                  f"{fmt(row['handshakes_per_second_median']):>5}  {row['cipher'] or '-'}")
+        for name, pair in entry["ratios"].items():
+            rounds = ", ".join(fmt(r, ".2f") for r in pair["rounds"])
+            write(f"{version:<7} {name:<13} {fmt(pair['of_medians'], '.2f')}x "
+                  f"(median of per-round ratios {fmt(pair['median_of_rounds'], '.2f')}x: "
                   f"{rounds})")
     write("")
 
@@ -570,29 +397,9 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def checkMachine() -> None:
-    cores = os.sched_getaffinity(0)
-    if not {SERVER_CORE, CLIENT_CORE} <= cores:
-        raise SystemExit(f"cores {SERVER_CORE} and {CLIENT_CORE} are needed; "
-                         f"this process may use {sorted(cores)}")
-    if len(cores) > 2:
-        print(f"note: {len(cores)} cores; only {SERVER_CORE} (servers) and {CLIENT_CORE} "
-              f"(client) are used")
-
-
-def logProblems(server: Server) -> list[str]:
-    marks = ("Traceback", "Unhandled", "[error]", "[crit]", "[alert]", "[emerg]", "Error")
-    return [line for line in server.logTail(100_000).splitlines()
-            if any(m in line for m in marks)]
-
-
-def _interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parseArgs(argv)
-    signal.signal(signal.SIGTERM, _interrupted)  # stop the servers on kill too
+    stopOnTerm()
     checkMachine()
     os.sched_setaffinity(0, {CLIENT_CORE})
     versions = ["1.3", "1.2"] if args.tls == "both" else [args.tls]
@@ -614,9 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before any server is started: the client processes are forks of this one.
         load = LoadGenerator(args.clients, ClientFiles(pki.client.certFile,
                                                        pki.client.keyFile, leaf))
-        servers = [kongtlsServer(pki, Path(work.name)), bareServer(pki, Path(work.name))]
+        servers = [kongtlsHandshakeServer(pki, Path(work.name)), bareServer(pki, Path(work.name))]
         if nginx is not None and nginx.exists():
-            servers.append(nginxServer(pki, Path(work.name), nginx))
+            servers.append(handshakeNginx(pki, Path(work.name), nginx))
         for server in servers:
             server.start()
             print(f"{server.label}: pid {' '.join(map(str, server.pids()))} on core "
@@ -639,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sample = measure(server, load, tls, roundNo, args.handshakes)
                     samples.append(sample)
                     print(f"round {roundNo + 1}/{args.rounds} TLS {tls} {server.label:<13} "
-                          f"{_fmt(sample.usPerHandshake):>5} us/hs  {sample.completed} hs, "
+                          f"{fmt(sample.usPerHandshake):>5} us/hs  {sample.completed} hs, "
                           f"{sum(sample.errors.values())} errors, server busy "
                           f"{100 * sample.serverBusy:.0f}%, client busy "
                           f"{100 * sample.clientBusy:.0f}%")
@@ -651,19 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{server.label}: RSS {rssBefore[server.name]} KiB after warm-up, {after} KiB "
                   f"after {measured} more handshakes")
     finally:
-        # No second ^C (or a process-group SIGINT arriving twice) may cut the clean-up short.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for server in servers:
-            try:
-                server.stop()
-            except Exception as e:  # the others must still be stopped
-                print(f"cannot stop {server.label}: {e}", file=sys.stderr)
-        if load is not None:
-            load.close()
-        pki.close()
-        work.cleanup()
-        signal.signal(signal.SIGINT, previous)
+        cleanUp(servers, load.close if load is not None else None, pki.close, work.cleanup)
 
     summary = summarise(samples, servers, versions)
     printTable(summary, servers)
@@ -682,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     result = {
         "benchmark": "server CPU per full mutual-TLS handshake (ECDSA P-256, no resumption)",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": now(),
         "settings": {
             "rounds": args.rounds, "handshakes": args.handshakes, "clients": args.clients,
             "warmup": args.warmup, "tls": versions,
@@ -698,49 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "notes": notes,
         "duration_seconds": round(time.monotonic() - started, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output} in {result['duration_seconds']} s")
+    writeReport(args.output, result)
     return 0
 
 
-def environment(nginx: Path | None) -> dict[str, Any]:
-    import cryptography
-    import OpenSSL
-    from OpenSSL import SSL
-
-    import twisted
-
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "twisted": twisted.__version__,
-        "pyOpenSSL": OpenSSL.__version__,
-        "cryptography": cryptography.__version__,
-        "server_openssl": SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode(),
-        "client_openssl": ssl.OPENSSL_VERSION,
-        "kernel": platform.release(),
-        "cpu": _cpuModel(),
-    }
-    if nginx is not None and nginx.exists():
-        version = subprocess.run([str(nginx), "-v"], capture_output=True, text=True)
-        env["nginx"] = version.stderr.strip()
-    return env
-
-
-def _cpuModel() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted; the servers and client processes were stopped\n")
-        sys.exit(130)
+    run(main)

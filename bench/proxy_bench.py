@@ -42,14 +42,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import functools
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -59,24 +57,35 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
-from handshake_cpu import (
+from _common import (
     BIN_DIR,
     CLIENT_CORE,
     NGINX,
+    NGINX_MAIN,
+    NGINX_TEMP_PATHS,
+    NGINX_TLS,
     RESULTS_DIR,
     SERVER_CORE,
     Server,
-    _interrupted,
-    _ratio,
     checkMachine,
+    cleanUp,
+    clientContext,
     environment,
+    fmt,
     freePort,
+    kongtlsServer,
     logProblems,
     median,
+    nginxServer,
+    nofile,
+    now,
     pinned,
+    ratio,
+    run,
+    stopOnTerm,
+    writeReport,
 )
 
 from kongtls.testing import TestPKI
@@ -86,143 +95,19 @@ LOG_DIR = RESULTS_DIR / "proxy_bench-logs"
 SMALL_BODY = 512  # bytes of the small GET's response body
 MiB = 1 << 20
 PROXIES = ("kongtls", "nginx")
-T = TypeVar("T")
 
 
 # -- processes ------------------------------------------------------------------------
 
 
-@dataclass
-class PinnedServer(Server):
-    """A L{Server} on a chosen core, logging to this benchmark's log directory."""
-
-    core: int = SERVER_CORE
-    restarts: int = 0
-
-    def start(self, timeout: float = 30.0) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.logPath = LOG_DIR / f"{self.name}.log"
-        # closed in stop(); a restart appends to the first start's log
-        self._log = open(self.logPath, "ab" if self.proc is not None else "wb")
-        self.proc = subprocess.Popen(pinned(self.core) + self.argv, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.cwd, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.label} exited with {self.proc.returncode} at start; "
-                                   f"log:\n{self.logTail()}")
-            if _listening(self.port):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.label} is not listening on {self.port} after "
-                                   f"{timeout}s; log:\n{self.logTail()}")
-            time.sleep(0.05)
-        for pid in self.pids():
-            affinity = os.sched_getaffinity(pid)
-            if affinity != {self.core}:
-                raise RuntimeError(f"{self.label} pid {pid} runs on cores {affinity}")
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def ensureRunning(self, notes: list[str]) -> None:
-        """Start it again if something (another user's test run?) stopped it."""
-        if self.alive():
-            return
-        code = self.proc.returncode if self.proc is not None else None
-        notes.append(f"{self.label} had exited ({code}) and was restarted; log tail: "
-                     f"{self.logTail(3)!r}")
-        print(notes[-1])
-        self.restarts += 1
-        self.stop()
-        self.start()
-
-    def measure(self, notes: list[str], what: Callable[..., T], *args: Any,
-                **kwargs: Any) -> T:
-        """C{what(*args, **kwargs)}, again (after a restart) if this server died meanwhile."""
-        for _ in range(3):
-            self.ensureRunning(notes)
-            assert self.proc is not None
-            pid = self.proc.pid
-            result = what(*args, **kwargs)
-            if self.alive() and self.proc.pid == pid:
-                return result
-            notes.append(f"{self.label} exited during a measurement, which was repeated")
-            print(notes[-1])
-        raise RuntimeError(f"{self.label} keeps exiting; log:\n{self.logTail()}")
-
-    def status(self, key: str) -> int:
-        """A /proc/PID/status figure (VmRSS, VmHWM) in KiB, summed over the processes."""
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith(key + ":"):
-                            total += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-        return total
-
-    def resetPeak(self) -> None:
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/clear_refs", "w") as f:
-                    f.write("5")  # resets VmHWM to the current RSS
-            except OSError:
-                pass
-
-    def openFiles(self) -> int:
-        total = 0
-        for pid in self.pids():
-            try:
-                total += len(os.listdir(f"/proc/{pid}/fd"))
-            except OSError:
-                pass
-        return total
-
-    def settle(self, quiet: float = 0.02, step: float = 0.5, limit: float = 30.0) -> float:
-        """Wait until it uses less than C{quiet} CPU seconds per C{step}; the time waited."""
-        t0 = time.monotonic()
-        last = self.cpuSeconds()
-        while time.monotonic() - t0 < limit:
-            time.sleep(step)
-            now = self.cpuSeconds()
-            if now - last < quiet:
-                break
-            last = now
-        return time.monotonic() - t0
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-UPSTREAM_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile {nofile};
-pid {dir}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections {connections}; }}
+UPSTREAM_CONF = NGINX_MAIN + """\
 http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
     keepalive_timeout 300s;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+""" + NGINX_TEMP_PATHS + """\
     upstream sink {{ server 127.0.0.1:{sink}; keepalive 8; }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -238,34 +123,16 @@ http {{
 }}
 """
 
-PROXY_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile {nofile};
-pid {dir}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections {connections}; }}
+PROXY_CONF = NGINX_MAIN + """\
 http {{
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     client_header_timeout 300s;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+""" + NGINX_TEMP_PATHS + """\
     upstream backend {{ server 127.0.0.1:{upstream}; keepalive 32; }}
     server {{
-        listen 127.0.0.1:{port} ssl backlog=4096;
-        server_name localhost;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_verify_client optional_no_ca;
-        ssl_session_tickets off;
-        ssl_session_cache off;
+""" + NGINX_TLS + """\
         client_max_body_size 0;
         location = /bench-cert-check {{
             if ($ssl_protocol != "TLSv1.3") {{ return 426; }}
@@ -296,25 +163,15 @@ http {{
 """
 
 
-def _nofile() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 def nginxInstance(name: str, label: str, template: str, work: Path, core: int,
-                  binary: Path, **values: Any) -> PinnedServer:
-    port = freePort()
-    home = work / name
-    home.mkdir()
-    nofile = _nofile()
-    conf = home / "nginx.conf"
-    conf.write_text(template.format(dir=home, port=port, nofile=nofile,
-                                    connections=max(1024, nofile - 200), **values))
-    argv = [str(binary), "-p", str(home), "-e", "stderr", "-c", str(conf)]
-    return PinnedServer(name, label, argv, port, cwd=str(home), core=core)
+                  binary: Path, **values: Any) -> Server:
+    files = nofile()
+    return nginxServer(name, label, template, work, LOG_DIR, core, binary,
+                       limits=f"worker_rlimit_nofile {files};\n",
+                       connections=max(1024, files - 200), listen=" backlog=4096", **values)
 
 
-def kongtlsProxy(pki: TestPKI, work: Path, upstreamPort: int) -> PinnedServer:
-    port = freePort()
+def kongtlsProxy(pki: TestPKI, work: Path, upstreamPort: int) -> Server:
     document = {
         "_format_version": "3.0",
         "services": [{"name": "upstream", "url": f"http://127.0.0.1:{upstreamPort}",
@@ -322,19 +179,13 @@ def kongtlsProxy(pki: TestPKI, work: Path, upstreamPort: int) -> PinnedServer:
         "plugins": [{"name": "client-certificate",
                      "config": {"disable_session_reuse": True}}],
     }
-    conf = work / "kong.yml"
-    conf.write_text(yaml.safe_dump(document, sort_keys=False))
-    argv = [str(BIN_DIR / "twistd"), "-n", "--pidfile=", "kongtls", "--config", str(conf),
-            "--https", f"tcp:{port}:interface=127.0.0.1",
-            "--ssl-cert", pki.server.certFile, "--ssl-key", pki.server.keyFile,
-            "--ssl-session-tickets", "off"]
-    return PinnedServer("kongtls", "kongtls", argv, port, cwd=str(work), core=SERVER_CORE)
+    return kongtlsServer(pki, work, LOG_DIR, document)
 
 
-def sinkServer(work: Path) -> PinnedServer:
+def sinkServer(work: Path) -> Server:
     port = freePort()
     argv = [sys.executable, str(Path(__file__).resolve()), "--sink", str(port)]
-    return PinnedServer("sink", "upload sink", argv, port, cwd=str(work), core=CLIENT_CORE)
+    return Server("sink", "upload sink", argv, port, LOG_DIR, cwd=str(work), core=CLIENT_CORE)
 
 
 # -- the upload sink (runs as its own process: proxy_bench.py --sink PORT) -------------
@@ -408,20 +259,10 @@ def runSink(port: int) -> None:
 # -- the idle-connection client (proxy_bench.py --idle-client ...) ---------------------
 
 
-def idleClientContext(certFile: str, keyFile: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.load_cert_chain(certFile, keyFile)
-    ctx.options |= ssl.OP_NO_TICKET
-    return ctx
-
-
 def runIdleClient(port: int, count: int, certFile: str, keyFile: str,
                   concurrency: int, limit: float) -> None:
     """Open C{count} connections; report; answer 'alive' with how many are still open."""
-    ctx = idleClientContext(certFile, keyFile)
+    ctx = clientContext(certFile, keyFile, ssl.TLSVersion.TLSv1_3)
 
     async def main() -> None:
         gate = asyncio.Semaphore(concurrency)
@@ -608,7 +449,7 @@ def runWrk(tools: Tools, port: int, path: str, connections: int, seconds: float,
     return result
 
 
-def checkClientCertificate(tools: Tools, nginxProxy: PinnedServer) -> str:
+def checkClientCertificate(tools: Tools, nginxProxy: Server) -> str:
     """Does wrk present the client certificate (and speak TLS 1.3)? nginx's answer tells."""
     if tools.shim is None:
         return "no shim"
@@ -629,7 +470,7 @@ class Busy:
     load: float = 0.0  # the client tool plus the upstream (nginx and the sink)
 
 
-def rpsSample(proxy: PinnedServer, upstreams: Sequence[PinnedServer], tools: Tools,
+def rpsSample(proxy: Server, upstreams: Sequence[Server], tools: Tools,
               connections: int, seconds: float, rate: float = 0.0,
               warmup: float = 0.0) -> tuple[WrkResult, Busy]:
     time.sleep(0.2)
@@ -673,7 +514,7 @@ class Transfer:
 class RSSPoller:
     """Polls a server's VmRSS in a thread; C{peak} is the largest sum seen."""
 
-    def __init__(self, server: PinnedServer, every: float = 0.02) -> None:
+    def __init__(self, server: Server, every: float = 0.02) -> None:
         self.server = server
         self.every = every
         self.peak = 0
@@ -694,7 +535,7 @@ class RSSPoller:
         self._thread.join()
 
 
-def transferSample(proxy: PinnedServer, upstreams: Sequence[PinnedServer], tools: Tools,
+def transferSample(proxy: Server, upstreams: Sequence[Server], tools: Tools,
                    direction: str, size: int, roundNo: int) -> Transfer:
     base = [tools.curl, "-sS", "-k", "--http1.1", "--tlsv1.3", "--cert", tools.clientCert,
             "--key", tools.clientKey, "--max-time", "300", "-w",
@@ -761,7 +602,7 @@ class Idle:
         return self.proxyCPU / self.opened * 1e6 if self.opened else None
 
 
-def idleSample(proxy: PinnedServer, tools: Tools, count: int, roundNo: int,
+def idleSample(proxy: Server, tools: Tools, count: int, roundNo: int,
                limit: float, concurrency: int = 32) -> Idle:
     # A few requests first, so that what a request brings in (modules, the upstream
     # pool) is in the baseline.
@@ -847,7 +688,7 @@ def summariseProfile(raw: Path, rate: int, seconds: float, top: int = 40) -> dic
             "self_pct": ranked(own), "inclusive_pct": ranked(inclusive), "raw": str(raw)}
 
 
-def profileUnder(proxy: PinnedServer, label: str, notes: list[str], load: Callable[[], object],
+def profileUnder(proxy: Server, label: str, notes: list[str], load: Callable[[], object],
                  rate: int = 100) -> dict[str, Any]:
     spy = _pySpy()
     if spy is None:
@@ -890,10 +731,6 @@ def profileUnder(proxy: PinnedServer, label: str, notes: list[str], load: Callab
 # -- report ---------------------------------------------------------------------------
 
 
-def _fmt(value: float | None, spec: str = ".0f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 @dataclass
 class Metric:
     key: str
@@ -905,7 +742,7 @@ class Metric:
         return median(self.values.get(proxy, []))
 
     def ratio(self) -> float | None:
-        return _ratio(self.median("kongtls"), self.median("nginx"))
+        return ratio(self.median("kongtls"), self.median("nginx"))
 
     def asJSON(self) -> dict[str, Any]:
         return {"label": self.label,
@@ -919,10 +756,10 @@ def table(metrics: Sequence[Metric], write: Callable[[str], object] = print) -> 
     write(f"{'metric':<{width}}  {'kongtls':>9}  {'nginx':>9}  {'kongtls/nginx':>13}  "
           f"rounds kongtls | nginx")
     for m in metrics:
-        rounds = " | ".join(",".join(_fmt(v, m.spec) for v in m.values.get(p, []))
+        rounds = " | ".join(",".join(fmt(v, m.spec) for v in m.values.get(p, []))
                             for p in PROXIES)
-        write(f"{m.label:<{width}}  {_fmt(m.median('kongtls'), m.spec):>9}  "
-              f"{_fmt(m.median('nginx'), m.spec):>9}  {_fmt(m.ratio(), '.2f'):>12}x  {rounds}")
+        write(f"{m.label:<{width}}  {fmt(m.median('kongtls'), m.spec):>9}  "
+              f"{fmt(m.median('nginx'), m.spec):>9}  {fmt(m.ratio(), '.2f'):>12}x  {rounds}")
 
 
 # -- main -----------------------------------------------------------------------------
@@ -1004,7 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       args.limit)
         return 0
 
-    signal.signal(signal.SIGTERM, _interrupted)  # stop the servers on kill too
+    stopOnTerm()
     checkMachine()
     os.sched_setaffinity(0, {CLIENT_CORE})
     started = time.monotonic()
@@ -1015,7 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.nginx_binary.exists():
         raise SystemExit(f"{args.nginx_binary} is needed (apt-get install nginx)")
     raiseFileLimit(notes, args.idle_connections + 2000)
-    idleTarget = min(args.idle_connections, _nofile() - 500)
+    idleTarget = min(args.idle_connections, nofile() - 500)
     if idleTarget < args.idle_connections:
         notes.append(f"idle connections reduced to {idleTarget} by the open-files limit")
         print(notes[-1])
@@ -1024,7 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = tempfile.TemporaryDirectory(prefix="kongtls-proxy-bench-")
     home = Path(work.name)
     home.chmod(0o755)  # nginx's worker (user nobody) reads the files
-    servers: list[PinnedServer] = []
+    servers: list[Server] = []
     metrics: dict[str, Metric] = {}
     samples: dict[str, list[dict[str, Any]]] = {"rps": [], "latency": [], "transfer": [],
                                                 "idle": []}
@@ -1083,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(notes[-1])
             tools.shim = None
 
-        def order(roundNo: int) -> list[PinnedServer]:
+        def order(roundNo: int) -> list[Server]:
             names = PROXIES if roundNo % 2 == 0 else PROXIES[::-1]
             return [proxies[n] for n in names]
 
@@ -1171,9 +1008,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "rss_before_kib": t.rssBeforeKiB, "peak_rss_kib": t.peakRssKiB,
                             "polled_peak_rss_kib": t.polledPeakKiB, "detail": t.detail})
                         print(f"round {roundNo + 1}/{args.rounds} {direction:<8} "
-                              f"{proxy.label:<8} {_fmt(t.mbPerSecond):>5} MB/s "
-                              f"{_fmt(t.cpuPerGB, '.2f')} CPU s/GB, busy "
-                              f"{_fmt(t.proxyBusy)}%, RSS "
+                              f"{proxy.label:<8} {fmt(t.mbPerSecond):>5} MB/s "
+                              f"{fmt(t.cpuPerGB, '.2f')} CPU s/GB, busy "
+                              f"{fmt(t.proxyBusy)}%, RSS "
                               f"{t.rssBeforeKiB // 1024} -> peak {t.peakRssKiB // 1024} MiB"
                               f"{'' if t.ok else '  FAILED: ' + t.detail}")
         # -- where kongtls spends its time
@@ -1210,21 +1047,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"round {roundNo + 1}/{args.rounds} idle {proxy.label:<8} "
                           f"{i.alive}/{i.target} open in {i.openSeconds:.1f} s "
                           f"(errors {i.errors or 0}), RSS {i.rssBeforeKiB // 1024} -> "
-                          f"{i.rssOpenKiB // 1024} MiB = {_fmt(i.kibPerConnection, '.1f')} "
+                          f"{i.rssOpenKiB // 1024} MiB = {fmt(i.kibPerConnection, '.1f')} "
                           f"KiB/conn, {i.rssAfterCloseKiB // 1024} MiB after close; "
-                          f"{_fmt(i.cpuPerHandshakeUs)} us CPU/handshake")
+                          f"{fmt(i.cpuPerHandshakeUs)} us CPU/handshake")
     finally:
-        # No second ^C (or a process-group SIGINT arriving twice) may cut the clean-up short.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for server in reversed(servers):
-            try:
-                server.stop()
-            except Exception as e:  # the others must still be stopped
-                print(f"cannot stop {server.label}: {e}", file=sys.stderr)
-        pki.close()
-        work.cleanup()
-        signal.signal(signal.SIGINT, previous)
+        cleanUp(servers[::-1], pki.close, work.cleanup)
 
     ordered = [metrics[k] for k in ("rps", "rps_proxy_busy", "rps_load_busy", "latency_p50",
                                     "latency_p99", "download_mbps", "download_cpu",
@@ -1263,7 +1090,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     })
     report = {
         "benchmark": "kongtls vs nginx as the same mTLS reverse proxy (TLS 1.3, ECDSA P-256)",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": now(),
         "settings": {
             "rounds": args.rounds, "idle_rounds": args.idle_rounds,
             "connections": args.connections,
@@ -1280,15 +1107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "notes": notes,
         "duration_seconds": round(time.monotonic() - started, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output} in {report['duration_seconds']} s")
+    writeReport(args.output, report)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted; the servers and client processes were stopped\n")
-        sys.exit(130)
+    run(main)
