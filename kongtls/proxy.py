@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -208,10 +209,12 @@ class Upstreams:
         if not route.preserveHost:
             headers.removeHeader(b"host")
             default = 443 if service.protocol == "https" else 80
-            hostPort = service.port if service.upstream is not None or \
-                exchange.edits.target is None else port
-            hostName = service.host if service.upstream is not None or \
-                exchange.edits.target is None else host
+            # The service's host, unless set_target picked another host for a plain
+            # service (an upstream's name stays the Host, as in Kong).
+            if service.upstream is None and exchange.edits.target is not None:
+                hostName, hostPort = host, port
+            else:
+                hostName, hostPort = service.host, service.port
             headers.setRawHeaders(b"host", [
                 _hostForURL(hostName) + ("" if hostPort == default else f":{hostPort}")])
         client = request.getClientAddress().host
@@ -259,8 +262,7 @@ class Upstreams:
         request = exchange.request
         headers.setRawHeaders(b"connection", [b"Upgrade"])
         headers.setRawHeaders(b"upgrade", request.requestHeaders.getRawHeaders(b"upgrade", []))
-        target = url.split(b"/", 3)
-        path = b"/" + (target[3] if len(target) > 3 else b"")
+        path = (exchange.upstreamURI or "/").encode("latin-1")
         head = b"%s %s HTTP/1.1\r\n" % (method, path) + b"".join(
             name + b": " + v + b"\r\n" for name, vs in headers.getAllRawHeaders() for v in vs
         ) + b"\r\n"
@@ -297,7 +299,10 @@ class Upstreams:
                 method in (b"POST", b"PUT", b"PATCH") else None
         exchange.upstreamStarted = time.time()
         pending = self._agent(exchange, service).request(method, url, headers, body)
-        _cancelOnDisconnect(request, pending)
+        # A client that goes away cancels the upstream request. (Not only before
+        # pending fires: once connected it waits on the request's own Deferred, and
+        # cancel() is forwarded to that.)
+        whenClientGone(request, pending.cancel)
         timedOut: list[bool] = []
 
         def onTimeout() -> None:
@@ -337,22 +342,18 @@ def _failed(exchange: Exchange, url: bytes, error: Exception, timedOut: bool
                           timeout=False)
 
 
-def _cancelOnDisconnect(request: Any, pending: Deferred[Any]) -> None:
-    """A client that goes away cancels the upstream request it was waiting for."""
+def whenClientGone(request: Any, onGone: Callable[[], object]) -> None:
+    """Call C{onGone} when the client disconnects, or now if it already has.
 
-    def onGone(reason: object) -> None:
-        # Not "if not pending.called": once connected, pending waits on the
-        # request's own Deferred, and cancel() is forwarded to it.
-        pending.cancel()
-
+    (C{notifyFinish} never fires for a request whose client left before it was asked.)
+    """
     if clientGone(request):
-        onGone(None)
+        onGone()
     else:
-        request.notifyFinish().addErrback(onGone)
+        request.notifyFinish().addErrback(lambda reason: onGone())
 
 
 def clientGone(request: Any) -> bool:
-    """Already disconnected? (notifyFinish never fires for a request lost before it.)"""
     return bool(getattr(request, "_disconnected", False))
 
 
@@ -380,12 +381,9 @@ class Downstream:
         self.gone = False
         self._paused: Deferred[None] | None = None
         self._producing = False
-        if clientGone(request):
-            self.gone = True
-        else:
-            request.notifyFinish().addErrback(self._clientGone)
+        whenClientGone(request, self._clientGone)
 
-    def _clientGone(self, reason: Failure) -> None:
+    def _clientGone(self) -> None:
         self.gone = True
         self.resumeProducing()
 
