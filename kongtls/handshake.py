@@ -39,12 +39,8 @@ def _settle(result: object, plugin: str, phase: Phase) -> None:
 
 def runHandshakePhase(state: ConnectionTLS, phase: Phase) -> None:
     """Run C{phase}'s handlers of the plugins that apply to this connection's SNI."""
-    plugins = state.runtime.plan.forHandshake(state.sni)
     kong: Kong | None = None
-    for bound in plugins:
-        method = bound.method(phase)
-        if method is None:
-            continue
+    for bound, method in state.runtime.plan.forHandshake(state.sni).handlers(phase):
         if kong is None:
             kong = Kong(state, None, phase)
         kong.currentPlugin = bound.name

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -20,7 +19,7 @@ from twisted.web.http_headers import Headers
 from kongtls.exchange import Exchange, ShortCircuit, messageResponse
 from kongtls.pdk import Kong, requestHost
 from kongtls.phases import Phase
-from kongtls.plugins import BoundPlugin
+from kongtls.plugins import PluginSet
 from kongtls.proxy_types import AttemptFailure, OpenTunnel
 from kongtls.serializer import serialize
 from kongtls.tunnel import formatHead, isUpgrade, switchDownstream
@@ -45,7 +44,7 @@ class PhaseTracker:
         self.kong = Kong(exchange.connection, exchange)
         self._upstreams = upstreams
         self._downstream = downstream
-        self._plugins: Sequence[BoundPlugin] = exchange.runtime.plan.globals
+        self._plugins: PluginSet = exchange.runtime.plan.globals
         self._upgrade = isUpgrade(exchange.request)
         self._tunnel: OpenTunnel | None = None
 
@@ -53,15 +52,12 @@ class PhaseTracker:
         """Fires when the response is sent and the log phase has run."""
         return Deferred.fromCoroutine(self._run())
 
-    async def _runPhase(self, phase: Phase, plugins: Sequence[BoundPlugin]) -> None:
+    async def _runPhase(self, phase: Phase, plugins: PluginSet) -> None:
         exchange = self.exchange
         exchange.phase = phase
         kong = self.kong
         stopOnExit = phase in (Phase.rewrite, Phase.access)
-        for bound in plugins:
-            method = bound.method(phase)
-            if method is None:
-                continue
+        for bound, method in plugins.handlers(phase):
             kong.currentPlugin = bound.name
             result = method(kong, bound.conf)
             if inspect.isawaitable(result):
@@ -90,7 +86,7 @@ class PhaseTracker:
             if upstream is not None:
                 exchange.upstreamStatus = upstream.status
                 exchange.upstreamHeaders = upstream.headers
-                if any(b.method(Phase.response) is not None for b in self._plugins):
+                if self._plugins.defines(Phase.response):
                     await self._responsePhase(upstream)
                     upstream = None
         except Exception:
@@ -223,12 +219,9 @@ class PhaseTracker:
             replacement = exchange.exit
             exchange.responseStatus = replacement.status
             exchange.responseHeaders = _headersOf(replacement)
-        if self._hasBodyFilter():
+        if self._plugins.defines(Phase.body_filter):
             exchange.responseHeaders.removeHeader("content-length")
         return upstream
-
-    def _hasBodyFilter(self) -> bool:
-        return any(b.method(Phase.body_filter) is not None for b in self._plugins)
 
     async def _filterChunk(self, chunk: bytes, eof: bool) -> bytes:
         exchange = self.exchange
@@ -247,7 +240,7 @@ class PhaseTracker:
         assert exchange.responseStatus is not None
         downstream.sendHeaders(exchange.responseStatus, exchange.responseHeaders)
         exchange.headersSent = True
-        filtering = self._hasBodyFilter()
+        filtering = self._plugins.defines(Phase.body_filter)
         try:
             if upstream is None:
                 assert exchange.exit is not None

@@ -8,7 +8,7 @@ entry-point group, in that order of increasing precedence.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -150,8 +150,31 @@ class BoundPlugin:
         return getattr(self.handler, phase.name or "", None)
 
 
-def _ordered(plugins: Iterable[BoundPlugin]) -> tuple[BoundPlugin, ...]:
-    return tuple(sorted(plugins, key=lambda b: (-b.priority, b.name)))
+Handler = tuple[BoundPlugin, Callable[..., Any]]
+
+
+class PluginSet:
+    """Plugin instances in run order, with each phase's handlers looked up once.
+
+    Built when the config is loaded (or once per SNI), so a request never asks a
+    plugin which methods it has.
+    """
+
+    __slots__ = ("plugins", "_handlers")
+
+    def __init__(self, plugins: Iterable[BoundPlugin]) -> None:
+        self.plugins = tuple(sorted(plugins, key=lambda b: (-b.priority, b.name)))
+        self._handlers: dict[Phase, tuple[Handler, ...]] = {}
+        for phase in Phase:
+            found = tuple((b, m) for b in self.plugins if (m := b.method(phase)) is not None)
+            if found:
+                self._handlers[phase] = found
+
+    def handlers(self, phase: Phase) -> tuple[Handler, ...]:
+        return self._handlers.get(phase, ())
+
+    def defines(self, phase: Phase) -> bool:
+        return phase in self._handlers
 
 
 class PluginPlan:
@@ -166,36 +189,45 @@ class PluginPlan:
                         int(getattr(registry.get(entry.name), "PRIORITY", 0)))
             for entry in config.allPlugins() if entry.enabled
         ]
-        self.globals = _ordered(b for b in bound if b.entry.isGlobal)
-        self._byRoute: dict[int, tuple[BoundPlugin, ...]] = {}
+        self.globals = PluginSet(b for b in bound if b.entry.isGlobal)
+        self._byRoute: dict[int, PluginSet] = {}
+        self._bySNI: dict[str | None, PluginSet] = {}
         self._routes = config.routes
         for route in config.routes:
-            chosen: dict[str, BoundPlugin] = {b.name: b for b in self.globals}
+            chosen: dict[str, BoundPlugin] = {b.name: b for b in self.globals.plugins}
             for b in bound:
                 if b.entry.service is not None and b.entry.service is route.service:
                     chosen[b.name] = b
             for b in bound:
                 if b.entry.route is route:
                     chosen[b.name] = b
-            self._byRoute[id(route)] = _ordered(chosen.values())
+            self._byRoute[id(route)] = PluginSet(chosen.values())
 
-    def forRoute(self, route: Route | None) -> tuple[BoundPlugin, ...]:
+    def forRoute(self, route: Route | None) -> PluginSet:
         if route is None:
             return self.globals
         return self._byRoute[id(route)]
 
-    def forHandshake(self, sni: str | None) -> tuple[BoundPlugin, ...]:
+    def forHandshake(self, sni: str | None) -> PluginSet:
         """Global plugins, plus those of routes whose ``snis`` include C{sni}.
 
         For each plugin name the first matching route (in config order) supplies the
         instance, with its own-route, then its service's, then the global instance.
+        Worked out once per SNI (a bounded cache: SNIs come from clients).
         """
+        found = self._bySNI.get(sni)
+        if found is not None:
+            return found
         chosen: dict[str, BoundPlugin] = {}
         if sni:
             for route in self._routes:
                 if any(nameMatches(pattern, sni) for pattern in route.snis):
-                    for b in self._byRoute[id(route)]:
+                    for b in self._byRoute[id(route)].plugins:
                         chosen.setdefault(b.name, b)
-        for b in self.globals:
+        for b in self.globals.plugins:
             chosen.setdefault(b.name, b)
-        return _ordered(chosen.values())
+        found = PluginSet(chosen.values())
+        if len(self._bySNI) >= 4096:
+            self._bySNI.clear()
+        self._bySNI[sni] = found
+        return found
