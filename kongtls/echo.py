@@ -9,7 +9,8 @@ import json
 from typing import Any
 
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+
+from kongtls.web import QuietSite, headerTable
 
 
 class EchoResource(Resource):
@@ -19,11 +20,7 @@ class EchoResource(Resource):
 
     def render(self, request: Any) -> bytes:
         body = request.content.read()
-        headers: dict[str, Any] = {}
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            decoded = [v.decode("latin-1") for v in values]
-            headers[name.decode("latin-1").lower()] = decoded[0] if len(decoded) == 1 \
-                else decoded
+        headers = headerTable(request.requestHeaders)
         uri = request.uri.decode("latin-1")
         status = request.getHeader("x-echo-status")
         if status and status.isdigit():
@@ -42,10 +39,5 @@ class EchoResource(Resource):
         }, indent=2).encode("utf-8") + b"\n"
 
 
-class _QuietSite(Site):
-    def log(self, request: Any) -> None:
-        pass
-
-
-def echoSite() -> Site:
-    return _QuietSite(EchoResource())
+def echoSite() -> QuietSite:
+    return QuietSite(EchoResource())

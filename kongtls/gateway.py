@@ -27,6 +27,7 @@ from kongtls.proxy import GatewayResource, Upstreams
 from kongtls.request_body import GatewayRequest
 from kongtls.runtime import DEFAULT_ALPN, Runtime
 from kongtls.tls_server import GatewayTLSFactory
+from kongtls.web import QuietSite
 
 log = Logger(namespace="kongtls.gateway")
 
@@ -42,13 +43,6 @@ class GatewaySettings:
     accessLog: AccessLog | None = None
 
 
-class _QuietSite(Site):
-    """A Site without twisted.web's per-request access log (kongtls has its own)."""
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 class Gateway:
     """A running configuration plus the factories that serve it."""
 
@@ -61,7 +55,7 @@ class Gateway:
         self._runtime = self._build(config)
         self._ports: list[IListeningPort] = []
         self.upstreams = Upstreams(reactor)
-        self.site = _QuietSite(GatewayResource(self.currentRuntime, self.upstreams),
+        self.site = QuietSite(GatewayResource(self.currentRuntime, self.upstreams),
                                requestFactory=GatewayRequest)
         self.site.displayTracebacks = False
 

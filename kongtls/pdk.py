@@ -16,6 +16,7 @@ from kongtls import phases as P
 from kongtls.client_tls import KongClientTLS
 from kongtls.exchange import JSON_TYPE, Exchange, ShortCircuit, encodeBody
 from kongtls.phases import Phase
+from kongtls.web import headerTable
 
 if TYPE_CHECKING:
     from kongtls.connection import ConnectionTLS
@@ -96,7 +97,7 @@ class KongRequest:
 
     def get_headers(self) -> dict[str, str | list[str]]:
         """Header names lower-cased; a repeated header gives a list, as in Kong."""
-        return _headerTable(self._request().requestHeaders)
+        return headerTable(self._request().requestHeaders)
 
     def get_raw_body(self) -> bytes | None:
         """The request body; None when it is large enough to stream to the upstream."""
@@ -171,7 +172,7 @@ class KongResponse:
         return values[0] if values else None
 
     def get_headers(self) -> dict[str, str | list[str]]:
-        return _headerTable(self._exchange(P.HEADER_BODY_LOG).responseHeaders)
+        return headerTable(self._exchange(P.HEADER_BODY_LOG).responseHeaders)
 
     def set_raw_body(self, body: bytes) -> None:
         """In the response phase: send C{body} instead of the upstream's."""
@@ -227,7 +228,7 @@ class KongServiceResponse:
 
     def get_headers(self) -> dict[str, str | list[str]]:
         headers = self._exchange(P.HEADER_BODY_LOG).upstreamHeaders
-        return _headerTable(headers) if headers is not None else {}
+        return headerTable(headers) if headers is not None else {}
 
     def get_raw_body(self) -> bytes:
         """In the response phase: the whole upstream body."""
@@ -391,12 +392,3 @@ def _stripPort(host: str) -> str:
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.partition(":")[0]
-
-
-def _headerTable(headers: Any) -> dict[str, str | list[str]]:
-    table: dict[str, str | list[str]] = {}
-    for name, values in headers.getAllRawHeaders():
-        key = name.decode("latin-1").lower()
-        decoded = [v.decode("latin-1") for v in values]
-        table[key] = decoded[0] if len(decoded) == 1 else decoded
-    return table

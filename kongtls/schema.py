@@ -53,8 +53,8 @@ def _describe(kind: str) -> str:
 
 
 def _valueName(value: object) -> str:
-    for kind, types in _TYPES.items():
-        if _typeOk(kind, value) and isinstance(value, types):
+    for kind in _TYPES:
+        if _typeOk(kind, value):
             return _describe(kind)
     return "nothing" if value is None else type(value).__name__
 

@@ -6,19 +6,9 @@ import time
 from typing import Any
 
 from kongtls.exchange import Exchange
+from kongtls.web import headerTable
 
-_REDACTED = {"authorization", "proxy-authorization"}
-
-
-def _headers(raw: Any) -> dict[str, str | list[str]]:
-    table: dict[str, str | list[str]] = {}
-    for name, values in raw.getAllRawHeaders():
-        key = name.decode("latin-1").lower()
-        decoded = [v.decode("latin-1") for v in values]
-        if key in _REDACTED:
-            decoded = ["REDACTED"]
-        table[key] = decoded[0] if len(decoded) == 1 else decoded
-    return table
+_REDACTED = frozenset({"authorization", "proxy-authorization"})
 
 
 def tlsInfo(exchange: Exchange) -> dict[str, str | None] | None:
@@ -50,14 +40,14 @@ def serialize(exchange: Exchange) -> dict[str, Any]:
             "url": f"{scheme}://{host}{uri}",
             "querystring": uri.partition("?")[2],
             "method": request.method.decode("ascii"),
-            "headers": _headers(request.requestHeaders),
+            "headers": headerTable(request.requestHeaders, _REDACTED),
             "size": exchange.requestSize,
             "tls": tlsInfo(exchange),
         },
         "upstream_uri": exchange.upstreamURI or "",
         "response": {
             "status": exchange.responseStatus,
-            "headers": _headers(exchange.responseHeaders),
+            "headers": headerTable(exchange.responseHeaders, _REDACTED),
             "size": exchange.bytesSent,
         },
         "latencies": {

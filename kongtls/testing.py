@@ -23,7 +23,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -220,7 +220,6 @@ class Response:
     session: ssl.SSLSession | None = None
     sessionReused: bool = False
     context: ssl.SSLContext | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
         import json
