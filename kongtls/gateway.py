@@ -17,14 +17,13 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from kongtls.access_log import AccessLog
 from kongtls.certificates import KeyedChain, SessionPolicy, selfSigned
 from kongtls.config import ConfigError, GatewayConfig, loadConfig, parseConfig
+from kongtls.http1 import GatewayHTTPFactory
 from kongtls.plugins import PluginRegistry
-from kongtls.proxy import GatewayResource, Upstreams
-from kongtls.request_body import GatewayRequest
+from kongtls.proxy import GatewayResource, RequestServer, Upstreams
 from kongtls.runtime import DEFAULT_ALPN, Runtime
 from kongtls.tls_server import GatewayTLSFactory
 from kongtls.web import QuietSite
@@ -55,9 +54,11 @@ class Gateway:
         self._runtime = self._build(config)
         self._ports: list[IListeningPort] = []
         self.upstreams = Upstreams(reactor)
-        self.site = QuietSite(GatewayResource(self.currentRuntime, self.upstreams),
-                               requestFactory=GatewayRequest)
+        serve = RequestServer(self.currentRuntime, self.upstreams)
+        #: twisted.web serves the connections that negotiate HTTP/2.
+        self.site = QuietSite(GatewayResource(serve))
         self.site.displayTracebacks = False
+        self.http1 = GatewayHTTPFactory(serve, self.site, reactor)
 
     # -- construction -----------------------------------------------------------------
 
@@ -94,10 +95,10 @@ class Gateway:
     # -- serving ----------------------------------------------------------------------
 
     def httpsFactory(self) -> GatewayTLSFactory:
-        return GatewayTLSFactory(self.currentRuntime, self.site, self.reactor)
+        return GatewayTLSFactory(self.currentRuntime, self.http1, self.reactor)
 
-    def httpFactory(self) -> Site:
-        return self.site
+    def httpFactory(self) -> GatewayHTTPFactory:
+        return self.http1
 
     def listen(self, endpoint: IStreamServerEndpoint | str, tls: bool = True
                ) -> Deferred[IListeningPort]:

@@ -447,20 +447,30 @@ class Downstream:
         self.resumeProducing()
 
 
-class GatewayResource(Resource):
-    """Every path: each request becomes an L{Exchange} driven by a L{PhaseTracker}."""
+class RequestServer:
+    """Each request (HTTP/1.1 from L{kongtls.http1}, or an HTTP/2 stream) becomes an
+    L{Exchange} driven by a L{PhaseTracker} under the configuration current then."""
 
-    isLeaf = True
-
-    def __init__(self, currentRuntime: Any, upstreams: Upstreams) -> None:
-        super().__init__()
+    def __init__(self, currentRuntime: Callable[[], Runtime], upstreams: Upstreams) -> None:
         self._currentRuntime = currentRuntime
         self._upstreams = upstreams
 
-    def render(self, request: Request) -> Any:
-        runtime: Runtime = self._currentRuntime()
-        exchange = Exchange(request, runtime, connectionOf(request))
+    def __call__(self, request: Any) -> None:
+        exchange = Exchange(request, self._currentRuntime(), connectionOf(request))
         tracker = PhaseTracker(exchange, self._upstreams, Downstream(request, exchange))
         done = tracker.run()
         done.addErrback(lambda f: log.failure("request failed", f))
+
+
+class GatewayResource(Resource):
+    """twisted.web's side, for HTTP/2 streams: every path goes to the L{RequestServer}."""
+
+    isLeaf = True
+
+    def __init__(self, serve: RequestServer) -> None:
+        super().__init__()
+        self._serve = serve
+
+    def render(self, request: Request) -> Any:
+        self._serve(request)
         return NOT_DONE_YET

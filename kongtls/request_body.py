@@ -1,9 +1,9 @@
 """Request bodies that stream to the upstream, with backpressure towards the client.
 
-twisted.web's C{Request} receives the whole body before the request is processed. For
-HTTP/1.1 bodies over L{STREAM_OVER} bytes (or of unknown length) L{GatewayRequest}
-starts processing once the headers are in, and hands the body to the upstream as it
-arrives: when the upstream is slower, the client's connection stops being read.
+HTTP/1.1 bodies over L{STREAM_OVER} bytes (or of unknown length) are not buffered: the
+request is processed once its head is in (L{kongtls.http1}), and the body goes to the
+upstream as it arrives. When the upstream is slower, the client's connection stops
+being read.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web import server
-from twisted.web.http import HTTPChannel, parse_qs
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
@@ -105,52 +103,3 @@ class RequestBodyStream:
         if self._clientPaused:
             self._clientPaused = False
             self._channel.transport.resumeProducing()
-
-
-class GatewayRequest(server.Request):
-    """A Request that starts processing before a large body has arrived."""
-
-    bodyStream: RequestBodyStream | None = None
-
-    def gotLength(self, length: int | None) -> None:
-        channel = self.channel
-        big = length is None or length > STREAM_OVER
-        if not (big and isinstance(channel, HTTPChannel) and hasattr(channel, "_command")):
-            super().gotLength(length)
-            return
-        if length is None and not channel._transferDecoder:
-            super().gotLength(length)
-            return
-        self.bodyStream = RequestBodyStream(channel, length)
-        super().gotLength(0)  # an empty content file, for code that reads it
-        self.method, self.uri = channel._command, channel._path
-        self.clientproto = channel._version
-        self.path, _, query = self.uri.partition(b"?")
-        self.args = parse_qs(query, 1) if query else {}
-        self.process()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.bodyStream is not None:
-            self.bodyStream.feed(data)
-        else:
-            super().handleContentChunk(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.bodyStream is not None:
-            self.bodyStream.finish()
-            return
-        super().requestReceived(command, path, version)
-
-    def finish(self) -> None:
-        stream = self.bodyStream
-        if stream is not None and not stream.complete:
-            # The rest of the body must not be read as a next request, nor kept.
-            self.channel.persistent = False
-            stream.discarding = True
-            stream.stopProducing()
-        super().finish()
-
-    def connectionLost(self, reason: Failure) -> None:
-        if self.bodyStream is not None and not self.bodyStream.complete:
-            self.bodyStream.clientLost(reason)
-        super().connectionLost(reason)

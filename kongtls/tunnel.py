@@ -129,10 +129,7 @@ def switchDownstream(request: Any, head: bytes, upstream: UpstreamTunnel) -> Non
     transport = channel.transport
     transport.write(head)
     downstream = DownstreamTunnel(upstream)
-    pending = b"".join(getattr(channel, "_dataBuffer", []) or [])
-    # Twisted's own websocket support uses this hook; see tests/test_websocket.py.
-    channel._protocolUpgradeForWebsockets(downstream)
-    transport.unregisterProducer()  # the HTTP channel's; the tunnel's replaces it
+    pending = channel.switchProtocol(downstream)
     upstream.splice(transport)
     if pending:
         downstream.dataReceived(pending)

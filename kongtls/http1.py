@@ -1,0 +1,621 @@
+"""The gateway's HTTP/1.1 server: a lean channel under the PhaseTracker.
+
+twisted.web's C{HTTPChannel} and C{Request} do much per request that a proxy has no use
+for (a line receiver, a request object with sessions and resources, address lookups,
+timers); profiled under keep-alive load they cost as much as the proxying. This channel
+parses the request head in one pass, refuses ambiguous framing (request smuggling)
+before anything is forwarded, buffers small bodies and streams large ones, and writes
+the response as the PhaseTracker produces it. A connection that negotiated ``h2`` by ALPN
+is handed to twisted.web's HTTP/2 stack instead.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IProtocolFactory, ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
+
+from kongtls.request_body import STREAM_OVER, RequestBodyStream
+
+log = Logger(namespace="kongtls.http1")
+
+#: A request head (request line and fields) longer than this is refused with 431.
+MAX_HEAD = 65536
+#: Keep-alive connections idle this long are closed (nginx's ``keepalive_timeout``).
+IDLE_TIMEOUT = 75.0
+#: A request head that has not arrived within this long closes the connection.
+HEAD_TIMEOUT = 60.0
+#: Pipelined bytes held while a request is in flight before the client is paused.
+PIPELINE_HIGH_WATER = 65536
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?\Z")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_NO_BODY = frozenset({204, 304})
+#: Set by this channel, never copied from the PhaseTracker's response fields.
+_FRAMING_FIELDS = frozenset({b"Connection", b"Transfer-Encoding", b"Keep-Alive"})
+
+
+class MalformedRequestError(Exception):
+    """The client's bytes are not a request this gateway will forward."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Date:
+    """The ``Date`` field, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True).encode("ascii")
+        return self._value
+
+
+_date = _Date()
+
+
+def parseHead(head: bytes) -> tuple[bytes, bytes, bytes, Headers]:
+    """The request line and fields of one head (without its blank line)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
+        raise MalformedRequestError("malformed request line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise MalformedRequestError("unsupported HTTP version", 505 if version.startswith(b"HTTP/")
+                         else 400)
+    headers = Headers()
+    add = headers.addRawHeader
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name):
+            # No colon, whitespace before it, or an obsolete folded continuation line.
+            raise MalformedRequestError("malformed header field")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise MalformedRequestError("control character in a header value")
+        add(name, value)
+    return method, target, version, headers
+
+
+def bodyFraming(version: bytes, headers: Headers) -> int | None:
+    """The body's length, or None for chunked; refuses every ambiguous framing."""
+    codings = headers.getRawHeaders(b"transfer-encoding")
+    lengths = headers.getRawHeaders(b"content-length")
+    if codings is not None:
+        if lengths is not None:
+            raise MalformedRequestError("both Content-Length and Transfer-Encoding")
+        if version != b"HTTP/1.1" or len(codings) != 1 or codings[0].lower() != b"chunked":
+            raise MalformedRequestError("unsupported Transfer-Encoding")
+        return None
+    if lengths is None:
+        return 0
+    if len(lengths) != 1 or not _DIGITS.match(lengths[0]):
+        raise MalformedRequestError("invalid Content-Length")
+    return int(lengths[0])
+
+
+class ChunkedBody:
+    """Decodes a chunked request body strictly (RFC 9112 section 7.1)."""
+
+    MAX_LINE = 4096
+
+    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+        self._deliver = deliver
+        self._remaining = 0
+        self._state = "size"  # size, data, data-end, trailer
+        self._pending = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume what belongs to the body; returns what follows it."""
+        while data and not self.done:
+            state = self._state
+            if state == "data":
+                piece, data = data[:self._remaining], data[self._remaining:]
+                self._remaining -= len(piece)
+                self._deliver(piece)
+                if self._remaining == 0:
+                    self._state = "data-end"
+                continue
+            end = data.find(b"\r\n")
+            if end < 0:
+                if len(data) > self.MAX_LINE:
+                    raise MalformedRequestError("chunk line too long")
+                self._pending = data
+                return b""
+            line, data = data[:end], data[end + 2:]
+            if state == "size":
+                match = _CHUNK_SIZE.match(line)
+                if match is None:
+                    raise MalformedRequestError("malformed chunk size")
+                self._remaining = int(match.group(1), 16)
+                self._state = "data" if self._remaining else "trailer"
+            elif state == "data-end":
+                if line:
+                    raise MalformedRequestError("chunk data longer than its size")
+                self._state = "size"
+            elif not line:  # trailer section: fields are read and dropped
+                self.done = True
+        return data
+
+    def take(self, data: bytes) -> bytes:
+        """L{feed} with what an earlier call left incomplete."""
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        return self.feed(data)
+
+
+class DownstreamRequest:
+    """One HTTP/1.1 request: what the PDK, the proxy and the serializer read, and the
+    response the PhaseTracker writes (the parts of twisted.web's C{Request} they use)."""
+
+    defaultContentType: bytes | None = None
+
+    def __init__(self, channel: HTTP1Channel, method: bytes, uri: bytes, version: bytes,
+                 headers: Headers) -> None:
+        self.channel = channel
+        self.method = method
+        self.uri = uri
+        self.path = uri.partition(b"?")[0]
+        self.clientproto = version
+        self.requestHeaders = headers
+        self.responseHeaders = Headers()
+        self.code = 200
+        self.content: BytesIO = _EMPTY
+        self.bodyStream: RequestBodyStream | None = None
+        self.persistent = _keepAlive(version, headers)
+        self.startedWriting = False
+        self.finished = False
+        self._disconnected = False
+        self._chunked = False
+        self._noBody = method == b"HEAD"
+        self._finishWaiters: list[Deferred[None]] = []
+
+    # -- the request -------------------------------------------------------------------
+
+    def getHeader(self, name: Any) -> Any:
+        values = self.requestHeaders.getRawHeaders(name)
+        return values[-1] if values else None
+
+    def getHost(self) -> IAddress:
+        return self.channel.hostAddress()
+
+    def getClientAddress(self) -> IAddress:
+        return self.channel.peerAddress()
+
+    def isSecure(self) -> bool:
+        return self.channel.secure
+
+    # -- the response ------------------------------------------------------------------
+
+    def setResponseCode(self, code: int) -> None:
+        self.code = code
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        self.responseHeaders.setRawHeaders(name, [value])
+
+    def _writeHead(self) -> None:
+        self.startedWriting = True
+        code = self.code
+        headers = self.responseHeaders
+        if code in _NO_BODY or code < 200:
+            self._noBody = True
+            headers.removeHeader(b"content-length")
+        elif not headers.hasHeader(b"content-length"):
+            if self._noBody:
+                pass  # HEAD: the upstream's framing fields (if any) pass as they are
+            elif self.clientproto == b"HTTP/1.1":
+                self._chunked = True
+            else:
+                self.persistent = False  # HTTP/1.0: the end of the body is the close
+        reason = RESPONSES.get(code, b"Unknown")
+        lines = [b"HTTP/1.1 %d %s" % (code, reason)]
+        if not headers.hasHeader(b"date"):
+            lines.append(b"Date: " + _date.now())
+        for name, values in headers.getAllRawHeaders():
+            if name in _FRAMING_FIELDS:
+                continue
+            for value in values:
+                lines.append(name + b": " + value)
+        if self._chunked:
+            lines.append(b"Transfer-Encoding: chunked")
+        if not self.persistent:
+            lines.append(b"Connection: close")
+        elif self.clientproto == b"HTTP/1.0":
+            lines.append(b"Connection: keep-alive")
+        lines.append(b"\r\n")
+        self.channel.writeOut(b"\r\n".join(lines))
+
+    def write(self, data: bytes) -> None:
+        if self.finished or self._disconnected:
+            return
+        if not self.startedWriting:
+            self._writeHead()
+        if not data or self._noBody:
+            return
+        if self._chunked:
+            self.channel.writeOut(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.channel.writeOut(data)
+
+    def finish(self) -> None:
+        if self.finished or self._disconnected:
+            return
+        if not self.startedWriting:
+            self._writeHead()
+        if self._chunked:
+            self.channel.writeOut(b"0\r\n\r\n")
+        self.finished = True
+        waiters, self._finishWaiters = self._finishWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        self.channel.requestDone(self)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.channel.transport.registerProducer(producer, streaming)  # type: ignore
+
+    def unregisterProducer(self) -> None:
+        transport: Any = self.channel.transport
+        if transport is not None:
+            transport.unregisterProducer()
+
+    def notifyFinish(self) -> Deferred[None]:
+        """Fires when the response is finished; fails if the client left first."""
+        waiter: Deferred[None] = Deferred()
+        if self.finished:
+            waiter.callback(None)
+        else:
+            self._finishWaiters.append(waiter)
+        return waiter
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._disconnected = True
+        stream = self.bodyStream
+        if stream is not None and not stream.complete:
+            stream.clientLost(reason)
+        waiters, self._finishWaiters = self._finishWaiters, []
+        for waiter in waiters:
+            waiter.errback(reason)
+
+
+_EMPTY = BytesIO()
+
+
+def _keepAlive(version: bytes, headers: Headers) -> bool:
+    tokens = headers.getRawHeaders(b"connection")
+    if tokens is None:
+        return version == b"HTTP/1.1"
+    joined = b",".join(tokens).lower()
+    options = {t.strip() for t in joined.split(b",")}
+    if b"close" in options:
+        return False
+    return version == b"HTTP/1.1" or b"keep-alive" in options
+
+
+class HTTP1Channel(Protocol):
+    """One client connection speaking HTTP/1.1 (or 1.0), one request at a time."""
+
+    def __init__(self, factory: GatewayHTTPFactory) -> None:
+        self._factory = factory
+        self._buffer = b""
+        self._request: DownstreamRequest | None = None
+        self._body: BytesIO | None = None
+        self._bodyLeft = 0
+        self._chunked: ChunkedBody | None = None
+        self._stream: RequestBodyStream | None = None
+        self._parsing = False
+        self._paused = False
+        self._checkedALPN = False
+        self._upgraded: Protocol | None = None
+        self._closing = False
+        self._host: IAddress | None = None
+        self._peer: IAddress | None = None
+        self.secure = False
+        self.lastActive = 0.0
+
+    def connectionMade(self) -> None:
+        self.secure = ISSLTransport.providedBy(self.transport)
+        self.lastActive = time.monotonic()
+        self._factory.channels.add(self)
+
+    def hostAddress(self) -> IAddress:
+        if self._host is None:
+            assert self.transport is not None
+            self._host = self.transport.getHost()
+        return self._host
+
+    def peerAddress(self) -> IAddress:
+        if self._peer is None:
+            assert self.transport is not None
+            self._peer = self.transport.getPeer()
+        return self._peer
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight (a head may be half read)."""
+        return self._request is None
+
+    # -- bytes in ----------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._upgraded is not None:
+            self._upgraded.dataReceived(data)
+            return
+        if not self._checkedALPN:
+            self._checkedALPN = True
+            if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+                self._handOverToHTTP2(data)
+                return
+        self.lastActive = time.monotonic()
+        self._buffer += data
+        if not self._parsing:
+            self._parse()
+
+    def _parse(self) -> None:
+        self._parsing = True
+        try:
+            while self._buffer and not self._closing and self._upgraded is None:
+                if self._request is None:
+                    if not self._readHead():
+                        break
+                elif self._bodyPending():
+                    self._readBody()
+                else:
+                    # A request is in flight and its body is in: hold pipelined bytes.
+                    if len(self._buffer) > PIPELINE_HIGH_WATER and not self._paused:
+                        self._paused = True
+                        transport: Any = self.transport
+                        transport.pauseProducing()
+                    break
+        except MalformedRequestError as e:
+            self._refuse(e)
+        finally:
+            self._parsing = False
+
+    def _bodyPending(self) -> bool:
+        return self._body is not None or self._chunked is not None or (
+            self._stream is not None and not self._stream.complete)
+
+    def _readHead(self) -> bool:
+        buffer = self._buffer
+        while buffer.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before
+            buffer = buffer[2:]
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            self._buffer = buffer
+            if len(buffer) > MAX_HEAD:
+                raise MalformedRequestError("request head too large", 431)
+            return False
+        if end > MAX_HEAD:
+            raise MalformedRequestError("request head too large", 431)
+        head, self._buffer = buffer[:end], buffer[end + 4:]
+        method, target, version, headers = parseHead(head)
+        if not (target.startswith(b"/") or target == b"*"):
+            if target.startswith((b"http://", b"https://")):  # absolute form
+                rest = target.split(b"/", 3)
+                target = b"/" + (rest[3] if len(rest) > 3 else b"")
+            else:
+                raise MalformedRequestError("malformed request target")
+        hosts = headers.getRawHeaders(b"host")
+        if (hosts is None and version == b"HTTP/1.1") or (hosts is not None and
+                                                           len(hosts) != 1):
+            raise MalformedRequestError("a request needs exactly one Host field")
+        length = bodyFraming(version, headers)
+        request = DownstreamRequest(self, method, target, version, headers)
+        self._request = request
+        if length == 0:
+            self._dispatch(request)
+            return True
+        expect = headers.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and version == b"HTTP/1.1":
+            self.writeOut(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if length is not None and length <= STREAM_OVER:
+            self._body = BytesIO()
+            self._bodyLeft = length
+            return True
+        self._stream = request.bodyStream = RequestBodyStream(self, length)
+        if length is None:
+            self._chunked = ChunkedBody(self._stream.feed)
+        else:
+            self._bodyLeft = length
+        self._dispatch(request)
+        return True
+
+    def _readBody(self) -> None:
+        data, self._buffer = self._buffer, b""
+        if self._chunked is not None:
+            rest = self._chunked.take(data)
+            if self._chunked.done:
+                self._chunked = None
+                assert self._stream is not None
+                self._stream.finish()
+            self._buffer = rest
+            return
+        piece, rest = data[:self._bodyLeft], data[self._bodyLeft:]
+        self._bodyLeft -= len(piece)
+        self._buffer = rest
+        if self._body is not None:
+            self._body.write(piece)
+            if self._bodyLeft == 0:
+                body, self._body = self._body, None
+                body.seek(0)
+                request = self._request
+                assert request is not None
+                request.content = body
+                self._dispatch(request)
+        else:
+            assert self._stream is not None
+            if piece:
+                self._stream.feed(piece)
+            if self._bodyLeft == 0:
+                self._stream.finish()
+
+    def _dispatch(self, request: DownstreamRequest) -> None:
+        try:
+            self._factory.serve(request)
+        except Exception:
+            log.failure("request failed")
+            if not request.startedWriting:
+                self._refuse(MalformedRequestError("internal error", 500))
+
+    def _refuse(self, error: MalformedRequestError) -> None:
+        """Answer a request that cannot be forwarded, then close."""
+        request = self._request
+        self._closing = True
+        self._buffer = b""
+        if request is not None and request.startedWriting:
+            # The response has begun: the client must see a cut, not a whole.
+            self._abort()
+            return
+        if request is not None:
+            request.connectionLost(Failure(error))  # the PhaseTracker stops writing
+        status = error.status
+        body = b'{"message":"%s"}' % RESPONSES.get(status, b"Bad Request")
+        self.writeOut(b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json; "
+                      b"charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                      % (status, RESPONSES.get(status, b"Bad Request"), _date.now(),
+                         len(body), body))
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    # -- bytes out ---------------------------------------------------------------------
+
+    def writeOut(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self._upgraded:
+            transport.write(data)
+
+    def requestDone(self, request: DownstreamRequest) -> None:
+        """The response is written: close, or read the next request."""
+        if request is not self._request:
+            return
+        self.lastActive = time.monotonic()
+        transport: Any = self.transport
+        if not request.persistent or self._bodyPending():
+            # A body still arriving must not be read as the next request.
+            if self._stream is not None and not self._stream.complete:
+                self._stream.discarding = True
+                self._stream.stopProducing()
+            self._closing = True
+            transport.loseConnection()
+            return
+        self._request = None
+        self._stream = None
+        if self._paused:
+            self._paused = False
+            transport.resumeProducing()
+        if self._buffer and not self._parsing:
+            self._parse()
+
+    def _abort(self) -> None:
+        transport: Any = self.transport
+        abort = getattr(transport, "abortConnection", None) or transport.loseConnection
+        abort()
+
+    def closeIdle(self) -> None:
+        self._closing = True
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    # -- switching protocols -----------------------------------------------------------
+
+    def switchProtocol(self, protocol: Protocol) -> bytes:
+        """Give the connection to C{protocol} (an upgraded tunnel); returns the bytes
+        that arrived after the request head."""
+        self._upgraded = protocol
+        self._request = None
+        transport: Any = self.transport
+        if self._paused:
+            self._paused = False
+            transport.resumeProducing()
+        pending, self._buffer = self._buffer, b""
+        protocol.makeConnection(transport)
+        return pending
+
+    def _handOverToHTTP2(self, data: bytes) -> None:
+        transport: Any = self.transport
+        self._factory.channels.discard(self)
+        h2 = self._factory.http2.buildProtocol(self.peerAddress())
+        assert h2 is not None
+        transport.wrappedProtocol = h2  # the TLS layer now feeds twisted.web's HTTP/2
+        h2.makeConnection(transport)
+        h2.dataReceived(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._factory.channels.discard(self)
+        if self._upgraded is not None:
+            self._upgraded.connectionLost(reason)  # type: ignore[arg-type]
+            return
+        request = self._request
+        if request is not None and not request.finished:
+            request.connectionLost(reason or Failure(ConnectionError("client gone")))
+
+
+class GatewayHTTPFactory(Factory):
+    """Makes an L{HTTP1Channel} per connection; each request goes to C{serve}.
+
+    @ivar http2: the factory for connections that negotiated ``h2`` (twisted.web's).
+    """
+
+    noisy = False
+
+    def __init__(self, serve: Callable[[DownstreamRequest], None], http2: IProtocolFactory,
+                 clock: Any, idleTimeout: float = IDLE_TIMEOUT,
+                 headTimeout: float = HEAD_TIMEOUT) -> None:
+        self.serve = serve
+        self.http2 = http2
+        self.channels: set[HTTP1Channel] = set()
+        self._clock = clock
+        self.idleTimeout = idleTimeout
+        self.headTimeout = headTimeout
+        self._sweeper: LoopingCall | None = None
+        self._listening = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> HTTP1Channel:
+        return HTTP1Channel(self)
+
+    def startFactory(self) -> None:
+        self._listening += 1
+        if self._sweeper is None:
+            # One periodic sweep for all connections costs less than a timer per request.
+            self._sweeper = LoopingCall(self.closeIdle)
+            self._sweeper.clock = self._clock
+            self._sweeper.start(min(self.idleTimeout, self.headTimeout) / 4, now=False)
+
+    def stopFactory(self) -> None:
+        self._listening -= 1
+        if self._listening <= 0 and self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def closeIdle(self) -> None:
+        """Close connections idle past their timeout (between or before requests)."""
+        now = time.monotonic()
+        for channel in list(self.channels):
+            if not channel.idle:
+                continue
+            limit = self.headTimeout if channel._buffer else self.idleTimeout
+            if now - channel.lastActive > limit:
+                channel.closeIdle()

@@ -1,0 +1,188 @@
+"""The gateway's own HTTP/1.1 server (kongtls.http1), spoken to over raw sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from kongtls.http1 import ChunkedBody, MalformedRequestError
+from kongtls.testing import clientContext, inThread
+from tests.support import GatewayTestCase
+
+
+def exchange(port: int, data: bytes, tls: ssl.SSLContext | None = None,
+             until: int = 1) -> bytes:
+    """Send C{data}, read until C{until} responses' worth of blank lines or the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        s: Any = tls.wrap_socket(raw, server_hostname="localhost") if tls else raw
+        s.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+            if _complete(received) >= until:
+                break
+        return received
+
+
+def _complete(data: bytes) -> int:
+    """How many whole Content-Length-framed responses C{data} holds."""
+    count = 0
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return count
+        head = data[:end].lower()
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        if len(data) < end + 4 + length:
+            return count
+        data = data[end + 4 + length:]
+        count += 1
+
+
+def responses(data: bytes) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Status lines, fields and bodies of Content-Length-framed responses."""
+    found = []
+    while data:
+        end = data.find(b"\r\n\r\n")
+        lines = data[:end].split(b"\r\n")
+        fields = {k.strip().lower(): v.strip()
+                  for k, _, v in (line.partition(b":") for line in lines[1:])}
+        length = int(fields.get(b"content-length", b"0"))
+        body = data[end + 4:end + 4 + length]
+        found.append((lines[0], fields, body))
+        data = data[end + 4 + length:]
+    return found
+
+
+GET = b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+class HTTP1Tests(GatewayTestCase):
+    async def test_pipelined_requests_answer_in_order(self) -> None:
+        gw = await self.gateway()
+        data = b"".join(b"GET /n%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i for i in range(3))
+        got = responses(await inThread(exchange, gw.httpPort, data, until=3))
+        self.assertEqual([s for s, _, _ in got], [b"HTTP/1.1 200 OK"] * 3)
+        self.assertEqual([json.loads(b)["path"] for _, _, b in got], ["/n0", "/n1", "/n2"])
+
+    async def test_keep_alive_over_tls(self) -> None:
+        gw = await self.gateway()
+        got = responses(await inThread(exchange, gw.httpsPort, GET + GET,
+                                       tls=clientContext(self.pki), until=2))
+        self.assertEqual(len(got), 2)
+        self.assertNotIn(b"connection", got[1][1])
+        self.assertIn(b"date", got[0][1])
+
+    async def test_http10_closes_unless_keep_alive_asked(self) -> None:
+        gw = await self.gateway()
+        plain = await inThread(exchange, gw.httpPort,
+                               b"GET / HTTP/1.0\r\n\r\n" + GET, until=2)
+        got = responses(plain)
+        self.assertEqual(len(got), 1)  # the second request was never read
+        self.assertEqual(got[0][1][b"connection"], b"close")
+        kept = responses(await inThread(
+            exchange, gw.httpPort,
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + GET, until=2))
+        self.assertEqual(len(kept), 2)
+        self.assertEqual(kept[0][1][b"connection"], b"keep-alive")
+
+    async def test_connection_close_is_honoured(self) -> None:
+        gw = await self.gateway()
+        got = responses(await inThread(
+            exchange, gw.httpPort,
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" + GET,
+            until=2))
+        self.assertEqual(len(got), 1)
+        self.assertEqual(got[0][1][b"connection"], b"close")
+
+    async def test_chunked_upload_is_proxied(self) -> None:
+        gw = await self.gateway()
+        body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+        got = responses(await inThread(
+            exchange, gw.httpPort,
+            b"POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + body))
+        self.assertEqual(got[0][0], b"HTTP/1.1 200 OK")
+        self.assertEqual(json.loads(got[0][2])["body"], "hello world")
+
+    async def test_head_has_no_body(self) -> None:
+        gw = await self.gateway()
+        raw = await inThread(exchange, gw.httpPort,
+                             b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n" + GET, until=1)
+        status, fields, _ = raw.partition(b"\r\n\r\n")
+        self.assertTrue(status.startswith(b"HTTP/1.1 200 OK"))
+        # The next response follows the head directly: nothing came in between.
+        rest = await inThread(exchange, gw.httpPort,
+                              b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n" + GET, until=2)
+        heads = rest.split(b"\r\n\r\n", 1)
+        self.assertTrue(heads[1].startswith(b"HTTP/1.1 200 OK"))
+
+    async def test_refusals(self) -> None:
+        gw = await self.gateway()
+        cases = {
+            b"GET / HTTP/1.1\r\n\r\n": b"400",  # no Host
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n": b"400",
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n": b"400",
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n": b"505",
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n": b"400",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 70000 + b"\r\n\r\n": b"431",
+        }
+        for request, status in cases.items():
+            answer = await inThread(exchange, gw.httpPort, request)
+            self.assertEqual(answer.split(b" ")[1], status, request[:60])
+            self.assertIn(b"Connection: close", answer)
+
+    async def test_idle_keep_alive_connections_are_closed(self) -> None:
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.idleTimeout = 0.2
+
+        def idleThenSend() -> tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", gw.httpPort), timeout=10) as s:
+                s.sendall(GET)
+                first = s.recv(65536)
+                time.sleep(0.5)
+                return first, s.recv(65536)
+
+        pending = inThread(idleThenSend)
+        await deferLater(reactor, 0.35, lambda: None)
+        factory.closeIdle()
+        first, after = await pending
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK"))
+        self.assertEqual(after, b"")  # closed by the gateway
+
+
+class ChunkedBodyTests(TestCase):
+    def test_split_anywhere(self) -> None:
+        encoded = b"5\r\nhello\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\nNEXT"
+        for step in (1, 2, 3, 7):
+            got: list[bytes] = []
+            decoder = ChunkedBody(got.append)
+            rest = b""
+            for i in range(0, len(encoded), step):
+                rest += decoder.take(encoded[i:i + step])
+            self.assertTrue(decoder.done)
+            self.assertEqual(b"".join(got), b"hello" + b"x" * 16)
+            self.assertEqual(rest, b"NEXT")
+
+    def test_strict_sizes(self) -> None:
+        for bad in (b"zz\r\n", b"+5\r\n", b"-1\r\n", b"0x5\r\n", b" 5\r\n",
+                    b"5\r\nhelloX\r\n", b"1" * 16 + b"\r\n"):
+            with self.assertRaises(MalformedRequestError, msg=bad):
+                ChunkedBody(lambda data: None).take(bad + b"hello\r\n0\r\n\r\n")
