@@ -192,6 +192,7 @@ class DownstreamRequest:
         self._chunked = False
         self._noBody = method == b"HEAD"
         self._finishWaiters: list[Deferred[None]] = []
+        self._goneCallbacks: list[Callable[[], object]] = []
 
     # -- the request -------------------------------------------------------------------
 
@@ -268,6 +269,7 @@ class DownstreamRequest:
         if self._chunked:
             self.channel.writeOut(b"0\r\n\r\n")
         self.finished = True
+        self._goneCallbacks = []
         waiters, self._finishWaiters = self._finishWaiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -290,8 +292,15 @@ class DownstreamRequest:
             self._finishWaiters.append(waiter)
         return waiter
 
+    def whenGone(self, onGone: Callable[[], object]) -> None:
+        """Call C{onGone} if the client leaves before the response is finished."""
+        self._goneCallbacks.append(onGone)
+
     def connectionLost(self, reason: Failure) -> None:
         self._disconnected = True
+        callbacks, self._goneCallbacks = self._goneCallbacks, []
+        for onGone in callbacks:
+            onGone()
         stream = self.bodyStream
         if stream is not None and not stream.complete:
             stream.clientLost(reason)

@@ -36,6 +36,7 @@ from zope.interface import implementer
 from kongtls import __version__
 from kongtls.config import Service, Target
 from kongtls.exchange import Exchange, messageResponse
+from kongtls.http1 import DownstreamRequest
 from kongtls.phase_tracker import PhaseTracker
 from kongtls.proxy_types import AttemptFailure, OpenTunnel
 from kongtls.tunnel import openTunnel, parseHead
@@ -349,6 +350,8 @@ def whenClientGone(request: Any, onGone: Callable[[], object]) -> None:
     """
     if clientGone(request):
         onGone()
+    elif isinstance(request, DownstreamRequest):
+        request.whenGone(onGone)
     else:
         request.notifyFinish().addErrback(lambda reason: onGone())
 
@@ -395,6 +398,11 @@ class Downstream:
     def sendHeaders(self, status: int, headers: Headers) -> None:
         request = self._request
         request.setResponseCode(status)
+        if isinstance(request, DownstreamRequest):
+            if not headers.hasHeader(b"server"):
+                headers.setRawHeaders(b"server", [SERVER])
+            request.responseHeaders = headers  # written out as they are, no copy
+            return
         request.defaultContentType = None
         if not headers.hasHeader(b"server"):
             request.responseHeaders.setRawHeaders(b"server", [SERVER])
