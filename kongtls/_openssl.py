@@ -25,6 +25,7 @@ REQUIRED_BINDINGS = (
     "d2i_X509_NAME",
     "SSL_get_client_CA_list",
     "SSL_session_reused",
+    "BIO_get_mem_data",
 )
 
 
@@ -68,3 +69,11 @@ def clientCANameCount(connection: SSL.Connection) -> int:
 def sessionReused(connection: SSL.Connection) -> bool:
     """Whether C{connection}'s handshake resumed a session (no public pyOpenSSL call)."""
     return bool(_lib.SSL_session_reused(connection._ssl))
+
+
+def bufferedBytes(bio: object) -> int:
+    """How many bytes wait in one of a connection's memory BIOs (C{_into_ssl} holds
+    what the peer sent, not yet decrypted; C{_from_ssl} what OpenSSL wrote, not yet
+    sent). Knowing it saves a read that can only fail with C{WantReadError}."""
+    return int(_lib.BIO_get_mem_data(bio, _ffi.NULL))
+

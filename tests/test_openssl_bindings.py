@@ -29,3 +29,14 @@ class BindingsTests(TestCase):
     def test_session_reused_on_a_fresh_connection_is_false(self) -> None:
         ctx = buildServerContext(selfSigned(), SessionPolicy(), lambda c: None)
         self.assertFalse(_openssl.sessionReused(SSL.Connection(ctx, None)))
+
+    def test_buffered_bytes_counts_what_waits_in_a_bio(self) -> None:
+        client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        client.set_connect_state()
+        self.assertEqual(_openssl.bufferedBytes(client._from_ssl), 0)
+        with self.assertRaises(SSL.WantReadError):
+            client.do_handshake()  # the ClientHello is written to the BIO
+        waiting = _openssl.bufferedBytes(client._from_ssl)
+        self.assertGreater(waiting, 0)
+        self.assertEqual(len(client.bio_read(65536)), waiting)
+        self.assertEqual(_openssl.bufferedBytes(client._from_ssl), 0)
