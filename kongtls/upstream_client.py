@@ -98,7 +98,7 @@ class UpstreamPool:
         return request
 
     def _connect(self, key: PoolKey, tls: Any, timeouts: Timeouts) -> _Connection:
-        scheme, host, port, _ = key
+        _, host, port, _ = key
         connection = _Connection(self, key)
         factory: Any = _ConnectionFactory(connection)
         if tls is not None:
@@ -374,8 +374,7 @@ class _Connection(Protocol):
             self.abort()  # nothing was asked: a broken upstream
             return
         self._received = True
-        if self._sender is None:
-            self._deadline = self._seconds() + self._limit
+        self._deadline = self._seconds() + self._limit  # progress, whichever way
         mode = self._mode
         if mode == _LENGTH and len(data) < self._left:
             self._left -= len(data)
