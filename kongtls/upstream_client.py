@@ -340,7 +340,7 @@ class _Connection(Protocol):
         else:
             transport.write(request.head)
             self._arm(request.timeouts.write)
-            self._sender = _BodySender(self, body)
+            self._sender = _BodySender(self, body, request.timeouts.write)
             self._sender.start()
             return
         self._arm(request.timeouts.read)
@@ -654,34 +654,35 @@ class _BodySender:
     """Streams a request body to the upstream: the consumer of the client's body and the
     producer the upstream transport pauses."""
 
-    def __init__(self, connection: _Connection, stream: Any) -> None:
+    def __init__(self, connection: _Connection, stream: Any, writeTimeout: float) -> None:
         self._connection = connection
+        self._transport: Any = connection.transport
         self._stream = stream
         self._chunked = stream.length is UNKNOWN_LENGTH
+        self._seconds = connection._seconds
+        self._writeTimeout = writeTimeout
         self._stopped = False
 
     def start(self) -> None:
-        transport: Any = self._connection.transport
-        transport.registerProducer(self, True)
+        self._transport.registerProducer(self, True)
         self._stream.startProducing(self).addCallbacks(self._done, self._failed)
 
     def write(self, data: bytes) -> None:
-        transport: Any = self._connection.transport
-        if self._stopped or not data or transport is None:
+        if self._stopped or not data:
             return
         if self._chunked:
-            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self._transport.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            transport.write(data)
-        self._connection.wrote()
+            self._transport.write(data)
+        # Progress: the connection's timer (already set) looks at the deadline lazily.
+        self._connection._deadline = self._seconds() + self._writeTimeout
 
     def _done(self, _: object) -> None:
-        transport: Any = self._connection.transport
-        if self._stopped or transport is None:
+        if self._stopped:
             return
         if self._chunked:
-            transport.write(b"0\r\n\r\n")
-        transport.unregisterProducer()
+            self._transport.write(b"0\r\n\r\n")
+        self._transport.unregisterProducer()
         self._stopped = True
         self._connection.bodySent()
 
