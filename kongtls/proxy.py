@@ -9,37 +9,26 @@ response.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    FileBodyProducer,
-    HTTPConnectionPool,
-    PotentialDataLoss,
-    ResponseDone,
-    _HTTP11ClientFactory,  # the pool's, made quiet
-)
-from twisted.web.http import PotentialDataLoss as HTTPPotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from kongtls import __version__
-from kongtls.config import Service, Target
+from kongtls.config import Target
 from kongtls.exchange import Exchange, messageResponse
 from kongtls.http1 import DownstreamRequest
 from kongtls.phase_tracker import PhaseTracker
 from kongtls.proxy_types import AttemptFailure, OpenTunnel
 from kongtls.tunnel import openTunnel, parseHead
+from kongtls.upstream_client import HOP_BY_HOP, Timeouts, UpstreamPool, UpstreamResponse
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -55,12 +44,6 @@ SERVER = f"kongtls/{__version__}".encode("ascii")
 
 BAD_GATEWAY = "An invalid response was received from the upstream server"
 TIMEOUT = "The upstream server is timing out"
-
-#: RFC 9110 section 7.6.1 connection-specific fields, never forwarded.
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
-})
 
 
 def _endToEnd(headers: Headers) -> Headers:
@@ -86,113 +69,16 @@ def connectionOf(request: Any) -> ConnectionTLS | None:
     return state
 
 
-class UpstreamResponse(Protocol):
-    """The upstream's status, headers and a body to pull chunk by chunk."""
-
-    HIGH_WATER = 8
-
-    def __init__(self, response: Any, reactor: Any = None, readTimeout: float = 60.0
-                 ) -> None:
-        self.status: int = response.code
-        self.headers = _endToEnd(response.headers)
-        length = response.length
-        if isinstance(length, int) and not self.headers.hasHeader(b"content-length") \
-                and response.request.method != b"HEAD" and self.status not in (204, 304) \
-                and self.status >= 200:
-            # Agent takes the framing off; the client gets the same length back.
-            self.headers.setRawHeaders(b"content-length", [str(length).encode()])
-        self._reactor = reactor
-        self._readTimeout = readTimeout
-        self._response = response
-        self._chunks: deque[bytes] = deque()
-        self._end: Failure | None = None
-        self._waiting: Deferred[None] | None = None
-        self._paused = False
-        self._discarded = False
-        response.deliverBody(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._discarded:
-            return
-        self._chunks.append(data)
-        transport: Any = self.transport
-        if len(self._chunks) >= self.HIGH_WATER and not self._paused and transport:
-            self._paused = True
-            transport.pauseProducing()
-        self._wake()
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self._end = reason or Failure(ResponseDone())
-        self._wake()
-
-    def _wake(self) -> None:
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.callback(None)
-
-    async def nextChunk(self) -> bytes | None:
-        """The next chunk; None at a complete end; raises if the body was cut short."""
-        while not self._chunks:
-            if self._end is not None:
-                if self._end.check(ResponseDone, PotentialDataLoss, HTTPPotentialDataLoss):
-                    return None
-                self._end.raiseException()
-            waiting: Deferred[None] = Deferred()
-            self._waiting = waiting
-            if self._reactor is not None:
-                waiting.addTimeout(self._readTimeout, self._reactor)
-            await waiting
-        data = self._chunks.popleft()
-        transport: Any = self.transport
-        if self._paused and len(self._chunks) <= 1 and transport:
-            self._paused = False
-            transport.resumeProducing()
-        return data
-
-    async def readAll(self) -> bytes:
-        """The whole body (Kong's ``response`` phase buffers it)."""
-        chunks = []
-        while (chunk := await self.nextChunk()) is not None:
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def discard(self) -> None:
-        """Stop reading: the client is gone or the body is replaced."""
-        self._discarded = True
-        self._chunks.clear()
-        transport: Any = self.transport
-        if self._end is None and transport is not None:
-            transport.stopProducing()
-
-
-class _QuietClientFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
 class Upstreams:
     """Calls services over one persistent connection pool (keep-alive upstream)."""
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = 128
-        self.pool._factory = _QuietClientFactory  # one log line per upstream connection
-                                                   # is too many for a gateway
-        self._agents: dict[tuple[float, int], Agent] = {}
-
-    def _agent(self, exchange: Exchange, service: Service) -> Agent:
-        policy = exchange.runtime.policyFor(service)
-        key = (service.connectTimeout / 1000, id(policy))
-        agent = self._agents.get(key)
-        if agent is None:
-            if len(self._agents) > 1024:
-                self._agents.clear()
-            agent = self._agents[key] = Agent(self.reactor, contextFactory=policy,
-                                              connectTimeout=key[0], pool=self.pool)
-        return agent
+        self.pool = UpstreamPool(reactor)
 
     def upstreamRequest(self, exchange: Exchange, host: str, port: int
                         ) -> tuple[bytes, bytes, Headers]:
+        """The method, request-target and headers of the request to send upstream."""
         request = exchange.request
         route = exchange.route
         service = exchange.service
@@ -203,7 +89,6 @@ class Upstreams:
         query = request.uri.partition(b"?")[2]
         uri = upstreamPath.encode("latin-1") + (b"?" + query if query else b"")
         exchange.upstreamURI = uri.decode("latin-1")
-        url = f"{service.protocol}://{_hostForURL(host)}:{port}".encode("ascii") + uri
         headers = _endToEnd(request.requestHeaders)
         headers.removeHeader(b"content-length")  # the body producer states it
         downstreamHost = request.getHeader("host")
@@ -218,6 +103,10 @@ class Upstreams:
                 hostName, hostPort = service.host, service.port
             headers.setRawHeaders(b"host", [
                 _hostForURL(hostName) + ("" if hostPort == default else f":{hostPort}")])
+        elif not downstreamHost:  # an HTTP/1.0 client without one: HTTP/1.1 needs it
+            default = 443 if service.protocol == "https" else 80
+            headers.setRawHeaders(b"host", [
+                _hostForURL(host) + ("" if port == default else f":{port}")])
         client = request.getClientAddress().host
         forwarded = headers.getRawHeaders("x-forwarded-for", [])
         headers.setRawHeaders(b"x-forwarded-for", [", ".join([*forwarded, client])])
@@ -232,7 +121,7 @@ class Upstreams:
             headers.removeHeader(name)
         for name, values in exchange.edits.setHeaders.items():
             headers.setRawHeaders(name, values)
-        return request.method, url, headers
+        return request.method, uri, headers
 
     def chooseTarget(self, exchange: Exchange, tried: list[Target]) -> Target | None:
         """The next target for a try: the upstream's balancer, or the service itself."""
@@ -259,12 +148,11 @@ class Upstreams:
         """One try of an Upgrade request: connect, send its head, read the answer's."""
         service = exchange.service
         assert service is not None
-        method, url, headers = self.upstreamRequest(exchange, host, port)
+        method, target, headers = self.upstreamRequest(exchange, host, port)
         request = exchange.request
         headers.setRawHeaders(b"connection", [b"Upgrade"])
         headers.setRawHeaders(b"upgrade", request.requestHeaders.getRawHeaders(b"upgrade", []))
-        path = (exchange.upstreamURI or "/").encode("latin-1")
-        head = b"%s %s HTTP/1.1\r\n" % (method, path) + b"".join(
+        head = b"%s %s HTTP/1.1\r\n" % (method, target) + b"".join(
             name + b": " + v + b"\r\n" for name, vs in headers.getAllRawHeaders() for v in vs
         ) + b"\r\n"
         creator = None
@@ -278,7 +166,7 @@ class Upstreams:
             answer = await tunnel.head.addTimeout(service.readTimeout / 1000, self.reactor)
             status, responseHeaders = parseHead(answer)
         except Exception as e:
-            return _failed(exchange, url, e, timedOut=False)
+            return _failed(exchange, host, port, e)
         exchange.upstreamDone = time.time()
         return OpenTunnel(status, responseHeaders, tunnel)
 
@@ -287,57 +175,49 @@ class Upstreams:
         """One try: the response's headers, or why there are none."""
         service = exchange.service
         assert service is not None
-        method, url, headers = self.upstreamRequest(exchange, host, port)
+        method, target, headers = self.upstreamRequest(exchange, host, port)
         request = exchange.request
-        content = request.content
-        assert content is not None
-        body: Any
-        if exchange.bodyStream is not None:
-            body = exchange.bodyStream
-        else:
-            content.seek(0)
-            body = FileBodyProducer(content) if exchange.requestSize or \
-                method in (b"POST", b"PUT", b"PATCH") else None
+        body: Any = exchange.bodyStream
+        if body is None:
+            content = request.content
+            assert content is not None
+            if exchange.requestSize:
+                content.seek(0)
+                body = content.read()
+        tls = None
+        if service.protocol == "https":
+            tls = exchange.runtime.policyFor(service)
+        key = (service.protocol, host, port, tls.identity if tls is not None else None)
         exchange.upstreamStarted = time.time()
-        pending = self._agent(exchange, service).request(method, url, headers, body)
-        # A client that goes away cancels the upstream request. (Not only before
-        # pending fires: once connected it waits on the request's own Deferred, and
-        # cancel() is forwarded to that.)
-        whenClientGone(request, pending.cancel)
-        timedOut: list[bool] = []
-
-        def onTimeout() -> None:
-            timedOut.append(True)
-            pending.cancel()
-
-        timer = self.reactor.callLater(
-            (service.connectTimeout + service.writeTimeout + service.readTimeout) / 1000,
-            onTimeout)
+        call = self.pool.request(key, tls, method, target, headers, body, Timeouts(
+            service.connectTimeout / 1000, service.writeTimeout / 1000,
+            service.readTimeout / 1000))
+        # A client that goes away before the head arrives drops the upstream connection.
+        whenClientGone(request, call.cancel)
         try:
-            response = await pending
+            response = await call.response
         except Exception as e:
-            failure = _failed(exchange, url, e, bool(timedOut))
+            failure = _failed(exchange, host, port, e)
             if exchange.bodyStream is not None and exchange.bodyStream.started:
                 failure.retryable = False  # a streamed body cannot be sent again
             return failure
-        finally:
-            if timer.active():
-                timer.cancel()
         exchange.upstreamDone = time.time()
-        return UpstreamResponse(response, self.reactor, service.readTimeout / 1000)
+        return response
 
 
-def _failed(exchange: Exchange, url: bytes, error: Exception, timedOut: bool
-            ) -> AttemptFailure:
+def _failed(exchange: Exchange, host: str, port: int, error: Exception) -> AttemptFailure:
     """Kong's answer for a try that got no response: 504 for timeouts, else 502.
 
     Only failures to connect are worth another try: nothing reached the upstream.
     """
     exchange.upstreamDone = time.time()
-    if timedOut or isinstance(error, (TimeoutError, DeferredTimeoutError)):
+    if isinstance(error, (TimeoutError, DeferredTimeoutError)):
         return AttemptFailure(messageResponse(504, TIMEOUT), retryable=False, timeout=True)
     if not clientGone(exchange.request):  # a client that left cancelled it: no news
-        log.warn("upstream {url} failed: {error}", url=url.decode("latin-1"), error=error)
+        service = exchange.service
+        scheme = service.protocol if service is not None else "http"
+        log.warn("upstream {url} failed: {error}", error=error,
+                 url=f"{scheme}://{_hostForURL(host)}:{port}{exchange.upstreamURI or ''}")
     connectFailure = isinstance(error, (ConnectError, DNSLookupError))
     return AttemptFailure(messageResponse(502, BAD_GATEWAY), retryable=connectFailure,
                           timeout=False)

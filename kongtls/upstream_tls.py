@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from twisted.internet import ssl as tssl
@@ -37,6 +38,11 @@ class ServicePolicy:
     def __init__(self, verify: bool, caCertificates: list[x509.Certificate],
                  clientCertificate: CertificateEntry | None) -> None:
         self.verify = verify
+        #: What tells two policies' connections apart: a pooled connection is only
+        #: reused by services whose policy has the same identity.
+        self.identity = (verify, frozenset(_fingerprint(c) for c in caCertificates),
+                         tuple(_fingerprint(c) for c in clientCertificate.chain)
+                         if clientCertificate is not None else None)
         self._trust: Any = None
         if caCertificates:
             self._trust = tssl.trustRootFromCertificates([
@@ -60,3 +66,7 @@ class ServicePolicy:
             return _Unverified(host, self._unverifiedContext)
         return tssl.optionsForClientTLS(host, trustRoot=self._trust,
                                         extraCertificateOptions=dict(self._tlsOptions))
+
+
+def _fingerprint(certificate: x509.Certificate) -> bytes:
+    return certificate.fingerprint(hashes.SHA256())
