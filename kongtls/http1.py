@@ -217,7 +217,9 @@ class DownstreamRequest:
     def setHeader(self, name: bytes | str, value: bytes | str) -> None:
         self.responseHeaders.setRawHeaders(name, [value])
 
-    def _writeHead(self) -> None:
+    def _head(self) -> bytes:
+        """The status line and fields; sent with the first body bytes (one TLS record
+        and one send for a small response)."""
         self.startedWriting = True
         code = self.code
         headers = self.responseHeaders
@@ -247,27 +249,31 @@ class DownstreamRequest:
         elif self.clientproto == b"HTTP/1.0":
             lines.append(b"Connection: keep-alive")
         lines.append(b"\r\n")
-        self.channel.writeOut(b"\r\n".join(lines))
+        return b"\r\n".join(lines)
 
     def write(self, data: bytes) -> None:
         if self.finished or self._disconnected:
             return
-        if not self.startedWriting:
-            self._writeHead()
+        head = b"" if self.startedWriting else self._head()
         if not data or self._noBody:
+            if head:
+                self.channel.writeOut(head)
             return
         if self._chunked:
-            self.channel.writeOut(b"%x\r\n%s\r\n" % (len(data), data))
+            self.channel.writeOut(b"%s%x\r\n%s\r\n" % (head, len(data), data))
+        elif head:
+            self.channel.writeOut(head + data)
         else:
             self.channel.writeOut(data)
 
     def finish(self) -> None:
         if self.finished or self._disconnected:
             return
-        if not self.startedWriting:
-            self._writeHead()
+        head = b"" if self.startedWriting else self._head()
         if self._chunked:
-            self.channel.writeOut(b"0\r\n\r\n")
+            self.channel.writeOut(head + b"0\r\n\r\n")
+        elif head:
+            self.channel.writeOut(head)
         self.finished = True
         self._goneCallbacks = []
         waiters, self._finishWaiters = self._finishWaiters, []
@@ -569,6 +575,9 @@ class HTTP1Channel(Protocol):
         h2 = self._factory.http2.buildProtocol(self.peerAddress())
         assert h2 is not None
         transport.wrappedProtocol = h2  # the TLS layer now feeds twisted.web's HTTP/2
+        aggregate = getattr(transport, "aggregateWrites", None)
+        if aggregate is not None:
+            aggregate(True)  # it writes frame by frame
         h2.makeConnection(transport)
         h2.dataReceived(data)
 

@@ -17,7 +17,11 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import (
+    BufferingTLSTransport,
+    TLSMemoryBIOFactory,
+    TLSMemoryBIOProtocol,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -25,6 +29,7 @@ from kongtls._openssl import bufferedBytes
 from kongtls.connection import ConnectionTLS, acceptAny
 from kongtls.handshake import runHandshakePhase
 from kongtls.phases import Phase
+from kongtls.write_through import writeThrough
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocolFactory
@@ -140,6 +145,26 @@ class GatewayTLSProtocol(BufferingTLSTransport):
 
     _kongtls: ConnectionTLS | None = None
 
+    def __init__(self, factory: Any, wrappedProtocol: Any, _connectWrapped: bool = True
+                 ) -> None:
+        super().__init__(factory, wrappedProtocol, _connectWrapped)
+        self.aggregateWrites(False)
+
+    def aggregateWrites(self, aggregate: bool) -> None:
+        """Whether small writes wait for the end of the reactor turn to go out together
+        (Twisted's BufferingTLSTransport does so always). The HTTP/1.1 channel writes
+        each response in as few writes as it can, so it turns this off; twisted.web's
+        HTTP/2 writes frame by frame and turns it back on."""
+        self._aggregating = aggregate
+        self.write = (self._aggregator.write if aggregate  # type: ignore[method-assign]
+                      else self._directWrite)
+
+    def _directWrite(self, data: bytes) -> None:
+        TLSMemoryBIOProtocol.write(self, data)
+
+    def writeSequence(self, sequence: Any) -> None:
+        self.write(b"".join(sequence))
+
     def makeConnection(self, transport: Any) -> None:
         # Bigger socket reads, and fewer pause/resume turns per megabyte written.
         transport.bufferSize = SOCKET_BUFFER
@@ -170,8 +195,7 @@ class GatewayTLSProtocol(BufferingTLSTransport):
         conn = self._tlsConnection
         waiting = bufferedBytes(conn._from_ssl)
         if waiting:
-            transport: Any = self.transport
-            transport.write(conn.bio_read(waiting))
+            writeThrough(self.transport, conn.bio_read(waiting))
 
     def _flushReceiveBIO(self) -> None:
         # Twisted's loop, except that it stops when nothing is left to decrypt instead

@@ -28,6 +28,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
+from kongtls.write_through import writeThrough
+
 #: RFC 9110 section 7.6.1 connection-specific fields, never forwarded.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -331,10 +333,10 @@ class _Connection(Protocol):
         assert request is not None and transport is not None
         body = request.body
         if body is None:
-            transport.write(request.head)
+            writeThrough(transport, request.head)
         elif isinstance(body, bytes):
             if len(body) <= _SMALL_WRITE:
-                transport.write(request.head + body)
+                writeThrough(transport, request.head + body)
             else:
                 transport.writeSequence([request.head, body])
         else:
