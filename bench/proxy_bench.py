@@ -182,6 +182,15 @@ def kongtlsProxy(pki: TestPKI, work: Path, upstreamPort: int) -> Server:
     return kongtlsServer(pki, work, LOG_DIR, document)
 
 
+def bareProxy(pki: TestPKI, work: Path, upstreamPort: int) -> Server:
+    """The ceiling for requests/s on Twisted: bench/bare_tls_proxy.py."""
+    port = freePort()
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "bare_tls_proxy.py"),
+            "--port", str(port), "--cert", pki.server.certFile, "--key", pki.server.keyFile,
+            "--upstream", str(upstreamPort)]
+    return Server("bare", "bare Twisted proxy", argv, port, LOG_DIR, cwd=str(work))
+
+
 def sinkServer(work: Path) -> Server:
     port = freePort()
     argv = [sys.executable, str(Path(__file__).resolve()), "--sink", str(port)]
@@ -788,6 +797,8 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="also sample kongtls with py-spy (pip install py-spy) under "
                              "the requests/s load, a download and an upload")
+    parser.add_argument("--no-bare", action="store_true",
+                        help="leave out the bare Twisted TLS proxy (requests/s ceiling)")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["rps", "latency", "transfer", "idle"],
                         help="leave out a phase (repeatable)")
@@ -907,7 +918,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    cert=pki.server.certFile, key=pki.server.keyFile),
         }
         servers.extend(proxies.values())
-        for proxy in proxies.values():
+        bare: Server | None = None
+        if "rps" not in args.skip and not args.no_bare:
+            bare = bareProxy(pki, home, upstream.port)
+            servers.append(bare)
+        for proxy in [*proxies.values(), *([bare] if bare else [])]:
             proxy.start()
         for server in servers:
             print(f"{server.label}: pid {' '.join(map(str, server.pids()))} on core "
@@ -952,6 +967,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"round {roundNo + 1}/{args.rounds} requests/s {proxy.label:<8} "
                           f"{result.perSecond:8.0f}/s  errors {result.errorCount}  proxy busy "
                           f"{100 * busy.proxy:.0f}%, load core busy {100 * busy.load:.0f}%")
+                if bare is not None:
+                    ensure()
+                    result, busy = bare.measure(notes, rpsSample, bare, upstreams, tools,
+                                                args.connections, args.duration)
+                    metric("rps", "", ".0f", "bare", result.perSecond)
+                    samples["rps"].append({"proxy": "bare", "round": roundNo,
+                                           "requests": result.requests,
+                                           "seconds": result.seconds,
+                                           "requests_per_second": result.perSecond,
+                                           "errors": result.errors,
+                                           "proxy_busy": busy.proxy})
+                    print(f"round {roundNo + 1}/{args.rounds} requests/s bare Twisted proxy "
+                          f"{result.perSecond:8.0f}/s  errors {result.errorCount}  proxy busy "
+                          f"{100 * busy.proxy:.0f}%")
         # -- 1b. latency at a fixed rate
         if "latency" not in args.skip:
             if not rate:
@@ -1063,6 +1092,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"medians of {args.rounds} rounds (kongtls/nginx > 1: kongtls higher)")
     if ordered:
         table(ordered)
+    if "rps" in metrics and metrics["rps"].median("bare"):
+        rps = metrics["rps"]
+        print(f"bare Twisted TLS proxy (bench/bare_tls_proxy.py), requests/s: "
+              f"{fmt(rps.median('bare'), '.0f')}; kongtls/bare "
+              f"{fmt(ratio(rps.median('kongtls'), rps.median('bare')), '.2f')}x, bare/nginx "
+              f"{fmt(ratio(rps.median('bare'), rps.median('nginx')), '.2f')}x")
     for server in servers:
         problems = logProblems(server)
         # wrk ends a run by closing its connections, requests in flight or not: kongtls
@@ -1102,6 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "environment": env,
         "summary": {m.key: m.asJSON() for m in ordered},
+        "bare_twisted_proxy_rps": metrics["rps"].median("bare") if "rps" in metrics else None,
         "profiles": profiles,
         "samples": samples,
         "notes": notes,
