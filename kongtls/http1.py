@@ -28,6 +28,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
 from kongtls.request_body import STREAM_OVER, RequestBodyStream
+from kongtls.web import fieldAdder
 
 log = Logger(namespace="kongtls.http1")
 
@@ -43,7 +44,7 @@ PIPELINE_HIGH_WATER = 65536
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?\Z")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_CHARACTER = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _NO_BODY = frozenset({204, 304})
 #: Set by this channel, never copied from the PhaseTracker's response fields.
 _FRAMING_FIELDS = frozenset({b"Connection", b"Transfer-Encoding", b"Keep-Alive"})
@@ -85,17 +86,20 @@ def parseHead(head: bytes) -> tuple[bytes, bytes, bytes, Headers]:
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise MalformedRequestError("unsupported HTTP version", 505 if version.startswith(b"HTTP/")
                          else 400)
+    if _BAD_CHARACTER.search(head) or head.count(b"\r") != len(lines) - 1 \
+            or head.count(b"\n") != len(lines) - 1:
+        raise MalformedRequestError("control character or bare CR/LF in the request head")
     headers = Headers()
-    add = headers.addRawHeader
+    add = fieldAdder(headers)
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.match(name):
-            # No colon, whitespace before it, or an obsolete folded continuation line.
+        if not sep or not name:
             raise MalformedRequestError("malformed header field")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
-            raise MalformedRequestError("control character in a header value")
-        add(name, value)
+        try:
+            # Refuses a name with whitespace before the colon, or an obsolete fold.
+            add(name, value.strip(b" \t"))
+        except ValueError as e:
+            raise MalformedRequestError("malformed header field") from e
     return method, target, version, headers
 
 

@@ -52,9 +52,10 @@ def _endToEnd(headers: Headers) -> Headers:
     for value in headers.getRawHeaders(b"connection", []):
         named.update(t.strip().lower() for t in value.split(b",") if t.strip())
     copy = Headers()
+    raw = copy._rawHeaders  # names already canonical, values already checked
     for name, values in headers.getAllRawHeaders():
         if name.lower() not in named:
-            copy.setRawHeaders(name, list(values))
+            raw[name] = list(values)
     return copy
 
 
@@ -107,16 +108,17 @@ class Upstreams:
             default = 443 if service.protocol == "https" else 80
             headers.setRawHeaders(b"host", [
                 _hostForURL(host) + ("" if port == default else f":{port}")])
-        client = request.getClientAddress().host
-        forwarded = headers.getRawHeaders("x-forwarded-for", [])
-        headers.setRawHeaders(b"x-forwarded-for", [", ".join([*forwarded, client])])
-        headers.setRawHeaders(b"x-forwarded-proto",
-                              [b"https" if request.isSecure() else b"http"])
+        client = request.getClientAddress().host.encode("ascii")
+        raw = headers._rawHeaders  # Kong's fields, from values checked on the way in
+        forwarded = raw.get(b"X-Forwarded-For")
+        raw[b"X-Forwarded-For"] = [b", ".join([*forwarded, client]) if forwarded
+                                   else client]
+        raw[b"X-Forwarded-Proto"] = [b"https" if request.isSecure() else b"http"]
         if downstreamHost:
-            headers.setRawHeaders(b"x-forwarded-host", [downstreamHost.partition(":")[0]])
-        headers.setRawHeaders(b"x-forwarded-port", [str(request.getHost().port)])
-        headers.setRawHeaders(b"x-forwarded-path", [request.path])
-        headers.setRawHeaders(b"x-real-ip", [client])
+            raw[b"X-Forwarded-Host"] = [downstreamHost.partition(":")[0].encode("latin-1")]
+        raw[b"X-Forwarded-Port"] = [b"%d" % request.getHost().port]
+        raw[b"X-Forwarded-Path"] = [request.path]
+        raw[b"X-Real-Ip"] = [client]
         for name in exchange.edits.clearHeaders:
             headers.removeHeader(name)
         for name, values in exchange.edits.setHeaders.items():

@@ -28,6 +28,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
+from kongtls.web import fieldAdder
 from kongtls.write_through import writeThrough
 
 #: RFC 9110 section 7.6.1 connection-specific fields, never forwarded.
@@ -770,7 +771,7 @@ def _parseHead(head: bytes, headOnly: bool
         raise BadResponseError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     status = int(code)
     headers = Headers()
-    add = headers.addRawHeader
+    add = fieldAdder(headers)
     lengths: list[bytes] = []
     codings: list[bytes] = []
     tokens: list[bytes] = []

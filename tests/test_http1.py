@@ -11,9 +11,11 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
+from twisted.web.http_headers import Headers
 
 from kongtls.http1 import ChunkedBody, MalformedRequestError
 from kongtls.testing import clientContext, inThread
+from kongtls.web import fieldAdder
 from tests.support import GatewayTestCase
 
 
@@ -186,3 +188,24 @@ class ChunkedBodyTests(TestCase):
                     b"5\r\nhelloX\r\n", b"1" * 16 + b"\r\n"):
             with self.assertRaises(MalformedRequestError, msg=bad):
                 ChunkedBody(lambda data: None).take(bad + b"hello\r\n0\r\n\r\n")
+
+
+class FieldAdderTests(TestCase):
+    """kongtls.web.fieldAdder fills twisted.web's Headers through its private parts."""
+
+    def test_same_as_add_raw_header(self) -> None:
+        fast, slow = Headers(), Headers()
+        add = fieldAdder(fast)
+        for name, value in [(b"content-type", b"a/b"), (b"X-Thing", b"1"),
+                            (b"x-thing", b"2"), (b"ETAG", b'"e"')]:
+            add(name, value)
+            slow.addRawHeader(name, value)
+        self.assertEqual(list(fast.getAllRawHeaders()), list(slow.getAllRawHeaders()))
+        self.assertEqual(fast.getRawHeaders("x-thing"), ["1", "2"])
+        self.assertTrue(fast.hasHeader(b"Content-Type"))
+
+    def test_refuses_names_that_are_not_tokens(self) -> None:
+        add = fieldAdder(Headers())
+        for bad in (b"Transfer-Encoding ", b" folded", b"a\x00b"):
+            with self.assertRaises(ValueError, msg=bad):
+                add(bad, b"x")
