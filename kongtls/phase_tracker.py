@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Generator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -35,6 +36,16 @@ NO_TARGET = "failure to get a peer from the ring-balancer"
 UNEXPECTED = "An unexpected error occurred"
 
 
+class _Complete:
+    """An awaitable that is already done: what a phase with no handlers gives."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_NOTHING = _Complete()
+
+
 class PhaseTracker:
     """Runs one L{Exchange} through Kong's request phases."""
 
@@ -52,12 +63,18 @@ class PhaseTracker:
         """Fires when the response is sent and the log phase has run."""
         return Deferred.fromCoroutine(self._run())
 
-    async def _runPhase(self, phase: Phase, plugins: PluginSet) -> None:
+    def _runPhase(self, phase: Phase, plugins: PluginSet) -> Awaitable[None]:
+        self.exchange.phase = phase
+        handlers = plugins.handlers(phase)
+        if not handlers:
+            return _NOTHING  # no coroutine to make and run for a phase with no handlers
+        return self._runHandlers(phase, handlers)
+
+    async def _runHandlers(self, phase: Phase, handlers: Sequence[Any]) -> None:
         exchange = self.exchange
-        exchange.phase = phase
         kong = self.kong
         stopOnExit = phase in (Phase.rewrite, Phase.access)
-        for bound, method in plugins.handlers(phase):
+        for bound, method in handlers:
             kong.currentPlugin = bound.name
             result = method(kong, bound.conf)
             if inspect.isawaitable(result):

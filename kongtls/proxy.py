@@ -9,7 +9,7 @@ response.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -48,9 +48,12 @@ TIMEOUT = "The upstream server is timing out"
 
 def _endToEnd(headers: Headers) -> Headers:
     """A copy without hop-by-hop fields, nor those the Connection field names."""
-    named = set(HOP_BY_HOP)
-    for value in headers.getRawHeaders(b"connection", []):
-        named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    named: Collection[bytes] = HOP_BY_HOP
+    listed = headers.getRawHeaders(b"connection")
+    if listed:
+        named = set(HOP_BY_HOP)
+        for value in listed:
+            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
     copy = Headers()
     raw = copy._rawHeaders  # names already canonical, values already checked
     for name, values in headers.getAllRawHeaders():

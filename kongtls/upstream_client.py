@@ -788,7 +788,11 @@ def _parseHead(head: bytes, headOnly: bool
                 codings.append(value)
                 continue
             elif lower == b"connection":
-                tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
+                folded = value.lower()
+                if folded in (b"keep-alive", b"close"):
+                    tokens.append(folded)
+                else:
+                    tokens.extend([t.strip(b" \t") for t in folded.split(b",")])
                 continue
             else:
                 continue
@@ -803,6 +807,8 @@ def _parseHead(head: bytes, headOnly: bool
         if b",".join(codings).strip(b" \t").lower() != b"chunked":
             raise BadResponseError("a transfer coding other than chunked")
         length = _CHUNKED
+    elif len(lengths) == 1 and lengths[0].isdigit():
+        length = int(lengths[0])
     elif lengths:
         values = {v.strip(b" \t") for value in lengths for v in value.split(b",")}
         if len(values) != 1:
