@@ -265,6 +265,8 @@ class PhaseTracker:
                 if filtering:
                     body = await self._filterChunk(body, True)
                 downstream.write(body)
+            elif not filtering and (whole := upstream.bodyIfComplete()) is not None:
+                downstream.write(whole)  # all in already: no producer, no pulling
             else:
                 downstream.streaming()
                 while True:

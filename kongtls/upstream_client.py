@@ -241,6 +241,16 @@ class UpstreamResponse:
                 connection.resumeReading()
         return data
 
+    def bodyIfComplete(self) -> bytes | None:
+        """The whole body if all of it has already arrived intact (as a small one
+        usually has by the time its head is parsed), else None."""
+        if not self._done or self._error is not None:
+            return None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        return data
+
     async def readAll(self) -> bytes:
         """The whole body (Kong's ``response`` phase buffers it)."""
         chunks = []
