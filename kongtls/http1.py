@@ -558,9 +558,11 @@ class HTTP1Channel(Protocol):
 
     def switchProtocol(self, protocol: Protocol) -> bytes:
         """Give the connection to C{protocol} (an upgraded tunnel); returns the bytes
-        that arrived after the request head."""
+        that arrived after the request head. The idle sweep forgets the connection:
+        it carries no more requests."""
         self._upgraded = protocol
         self._request = None
+        self._factory.channels.discard(self)
         transport: Any = self.transport
         if self._paused:
             self._paused = False
