@@ -316,6 +316,8 @@ class DownstreamRequest:
 
 
 _EMPTY = BytesIO()
+#: The reason reading pauses while pipelined bytes wait (see L{HTTP1Channel.pauseReading}).
+_PIPELINED = "pipelined"
 
 
 def _keepAlive(version: bytes, headers: Headers) -> bool:
@@ -341,7 +343,7 @@ class HTTP1Channel(Protocol):
         self._chunked: ChunkedBody | None = None
         self._stream: RequestBodyStream | None = None
         self._parsing = False
-        self._paused = False
+        self._pausedFor: set[object] = set()
         self._checkedALPN = False
         self._upgraded: Protocol | None = None
         self._closing = False
@@ -399,10 +401,8 @@ class HTTP1Channel(Protocol):
                     self._readBody()
                 else:
                     # A request is in flight and its body is in: hold pipelined bytes.
-                    if len(self._buffer) > PIPELINE_HIGH_WATER and not self._paused:
-                        self._paused = True
-                        transport: Any = self.transport
-                        transport.pauseProducing()
+                    if len(self._buffer) > PIPELINE_HIGH_WATER:
+                        self.pauseReading(_PIPELINED)
                     break
         except MalformedRequestError as e:
             self._refuse(e)
@@ -538,11 +538,35 @@ class HTTP1Channel(Protocol):
             return
         self._request = None
         self._stream = None
-        if self._paused:
-            self._paused = False
-            transport.resumeProducing()
+        # Whatever paused reading for this request (its pipelined successors, or a body
+        # nobody consumed, as when a plugin answered) is over.
+        self._resumeAll()
         if self._buffer and not self._parsing:
             self._parse()
+
+    # -- flow control ------------------------------------------------------------------
+
+    def pauseReading(self, reason: object) -> None:
+        """Stop reading the client for C{reason} (pipelined bytes held, or a streamed
+        body the upstream is slow to take) until L{resumeReading} with the same reason;
+        reading resumes once no reason is left."""
+        if not self._pausedFor:
+            transport: Any = self.transport
+            transport.pauseProducing()
+        self._pausedFor.add(reason)
+
+    def resumeReading(self, reason: object) -> None:
+        if reason in self._pausedFor:
+            self._pausedFor.discard(reason)
+            if not self._pausedFor:
+                transport: Any = self.transport
+                transport.resumeProducing()
+
+    def _resumeAll(self) -> None:
+        if self._pausedFor:
+            self._pausedFor.clear()
+            transport: Any = self.transport
+            transport.resumeProducing()
 
     def _abort(self) -> None:
         transport: Any = self.transport
@@ -564,9 +588,7 @@ class HTTP1Channel(Protocol):
         self._request = None
         self._factory.channels.discard(self)
         transport: Any = self.transport
-        if self._paused:
-            self._paused = False
-            transport.resumeProducing()
+        self._resumeAll()
         pending, self._buffer = self._buffer, b""
         protocol.makeConnection(transport)
         return pending
