@@ -35,7 +35,8 @@ log = Logger(namespace="kongtls.http1")
 MAX_HEAD = 65536
 #: Keep-alive connections idle this long are closed (nginx's ``keepalive_timeout``).
 IDLE_TIMEOUT = 75.0
-#: A request head that has not arrived within this long closes the connection.
+#: A request head not whole this long after its first byte, or a buffered body that
+#: makes no progress for this long, is answered 408 and the connection closed.
 HEAD_TIMEOUT = 60.0
 #: Pipelined bytes held while a request is in flight before the client is paused.
 PIPELINE_HIGH_WATER = 65536
@@ -350,6 +351,8 @@ class HTTP1Channel(Protocol):
         self._host: IAddress | None = None
         self._peer: IAddress | None = None
         self.secure = False
+        #: When the wait the idle sweep times began: for the next request (the connection
+        #: made, or the last response done), a head's first byte, a buffered body's last.
         self.lastActive = 0.0
 
     def connectionMade(self) -> None:
@@ -385,7 +388,11 @@ class HTTP1Channel(Protocol):
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
                 self._handOverToHTTP2(data)
                 return
-        self.lastActive = time.monotonic()
+        if self._request is None:
+            if not self._buffer:
+                self.lastActive = time.monotonic()  # a head begins: not reset until whole
+        elif self._body is not None:
+            self.lastActive = time.monotonic()  # a buffered body advances
         self._buffer += data
         if not self._parsing:
             self._parse()
@@ -449,6 +456,7 @@ class HTTP1Channel(Protocol):
         if length is not None and length <= STREAM_OVER:
             self._body = BytesIO()
             self._bodyLeft = length
+            self.lastActive = time.monotonic()
             return True
         self._stream = request.bodyStream = RequestBodyStream(self, length)
         if length is None:
@@ -578,6 +586,21 @@ class HTTP1Channel(Protocol):
         assert self.transport is not None
         self.transport.loseConnection()
 
+    def sweep(self, now: float) -> None:
+        """Close the connection if it waited too long: for a request (keep-alive), for
+        the rest of a head, or for more of a buffered body (both answered 408)."""
+        if self._closing:
+            return
+        factory = self._factory
+        if self._request is None:
+            if not self._buffer:
+                if now - self.lastActive > factory.idleTimeout:
+                    self.closeIdle()
+            elif now - self.lastActive > factory.headTimeout:
+                self._refuse(MalformedRequestError("request head timed out", 408))
+        elif self._body is not None and now - self.lastActive > factory.headTimeout:
+            self._refuse(MalformedRequestError("request body timed out", 408))
+
     # -- switching protocols -----------------------------------------------------------
 
     def switchProtocol(self, protocol: Protocol) -> bytes:
@@ -653,11 +676,10 @@ class GatewayHTTPFactory(Factory):
             self._sweeper = None
 
     def closeIdle(self) -> None:
-        """Close connections idle past their timeout (between or before requests)."""
+        """Close connections that waited past their timeout (see L{HTTP1Channel.sweep})."""
         now = time.monotonic()
         for channel in list(self.channels):
-            if not channel.idle:
-                continue
-            limit = self.headTimeout if channel._buffer else self.idleTimeout
-            if now - channel.lastActive > limit:
-                channel.closeIdle()
+            try:
+                channel.sweep(now)
+            except Exception:  # one broken connection must not stop the sweeps
+                log.failure("idle sweep failed for a connection")

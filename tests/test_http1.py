@@ -177,6 +177,77 @@ class HTTP1Tests(GatewayTestCase):
         self.assertEqual(after, b"")  # closed by the gateway
 
 
+class TimeoutTests(GatewayTestCase):
+    """The idle sweep times a head from its first byte and a buffered body from its
+    last read: trickling bytes does not keep a connection."""
+
+    async def sweepWhile(self, pending: Any, factory: GatewayHTTPFactory) -> Any:
+        while not pending.called:
+            await deferLater(reactor, 0.05, lambda: None)
+            factory.closeIdle()
+        return await pending
+
+    async def test_a_trickled_head_times_out(self) -> None:
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.headTimeout = 0.3
+
+        def trickle(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                try:
+                    for byte in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: abcdefghij":
+                        s.sendall(bytes([byte]))
+                        time.sleep(0.03)
+                    s.sendall(b"\r\n\r\n")
+                except OSError:  # closed meanwhile: the 408 may still be readable
+                    pass
+                try:
+                    return s.recv(65536)
+                except OSError:
+                    return b"reset"
+
+        answer = await self.sweepWhile(inThread(trickle, gw.httpPort), factory)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 ") or answer == b"reset", answer)
+
+    async def test_a_stalled_body_times_out(self) -> None:
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.headTimeout = 0.3
+
+        def stall(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+                return s.recv(65536)
+
+        answer = await self.sweepWhile(inThread(stall, gw.httpPort), factory)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
+
+    async def test_a_slow_body_that_progresses_is_not_cut(self) -> None:
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.headTimeout = 0.3
+
+        def slowBody(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+                for _ in range(10):
+                    time.sleep(0.1)
+                    s.sendall(b"z")
+                return exchange_rest(s)
+
+        def exchange_rest(s: socket.socket) -> bytes:
+            received = b""
+            while _complete(received) < 1:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            return received
+
+        answer = await self.sweepWhile(inThread(slowBody, gw.httpPort), factory)
+        self.assertEqual(json.loads(responses(answer)[0][2])["body"], "z" * 10)
+
+
 class LateExit:
     """Answers 403 from access once the request body has had time to arrive."""
 
