@@ -36,7 +36,8 @@ log = Logger(namespace="kongtls.http1")
 MAX_HEAD = 65536
 #: Keep-alive connections idle this long are closed (nginx's ``keepalive_timeout``).
 IDLE_TIMEOUT = 75.0
-#: A request head that has not arrived within this long closes the connection.
+#: A request head not whole this long after its first byte, or a buffered body that
+#: makes no progress for this long, is answered 408 and the connection closed.
 HEAD_TIMEOUT = 60.0
 #: Pipelined bytes held while a request is in flight before the client is paused.
 PIPELINE_HIGH_WATER = 65536
@@ -320,6 +321,8 @@ class DownstreamRequest:
 
 
 _EMPTY = BytesIO()
+#: The reason reading pauses while pipelined bytes wait (see L{HTTP1Channel.pauseReading}).
+_PIPELINED = "pipelined"
 
 
 def _keepAlive(version: bytes, headers: Headers) -> bool:
@@ -345,13 +348,15 @@ class HTTP1Channel(Protocol):
         self._chunked: ChunkedBody | None = None
         self._stream: RequestBodyStream | None = None
         self._parsing = False
-        self._paused = False
+        self._pausedFor: set[object] = set()
         self._checkedALPN = False
         self._upgraded: Protocol | None = None
         self._closing = False
         self._host: IAddress | None = None
         self._peer: IAddress | None = None
         self.secure = False
+        #: When the wait the idle sweep times began: for the next request (the connection
+        #: made, or the last response done), a head's first byte, a buffered body's last.
         self.lastActive = 0.0
 
     def connectionMade(self) -> None:
@@ -387,7 +392,11 @@ class HTTP1Channel(Protocol):
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
                 self._handOverToHTTP2(data)
                 return
-        self.lastActive = time.monotonic()
+        if self._request is None:
+            if not self._buffer:
+                self.lastActive = time.monotonic()  # a head begins: not reset until whole
+        elif self._body is not None:
+            self.lastActive = time.monotonic()  # a buffered body advances
         self._buffer += data
         if not self._parsing:
             self._parse()
@@ -403,10 +412,8 @@ class HTTP1Channel(Protocol):
                     self._readBody()
                 else:
                     # A request is in flight and its body is in: hold pipelined bytes.
-                    if len(self._buffer) > PIPELINE_HIGH_WATER and not self._paused:
-                        self._paused = True
-                        transport: Any = self.transport
-                        transport.pauseProducing()
+                    if len(self._buffer) > PIPELINE_HIGH_WATER:
+                        self.pauseReading(_PIPELINED)
                     break
         except MalformedRequestError as e:
             self._refuse(e)
@@ -453,6 +460,7 @@ class HTTP1Channel(Protocol):
         if length is not None and length <= STREAM_OVER:
             self._body = BytesIO()
             self._bodyLeft = length
+            self.lastActive = time.monotonic()
             return True
         self._stream = request.bodyStream = RequestBodyStream(self, length)
         if length is None:
@@ -542,11 +550,35 @@ class HTTP1Channel(Protocol):
             return
         self._request = None
         self._stream = None
-        if self._paused:
-            self._paused = False
-            transport.resumeProducing()
+        # Whatever paused reading for this request (its pipelined successors, or a body
+        # nobody consumed, as when a plugin answered) is over.
+        self._resumeAll()
         if self._buffer and not self._parsing:
             self._parse()
+
+    # -- flow control ------------------------------------------------------------------
+
+    def pauseReading(self, reason: object) -> None:
+        """Stop reading the client for C{reason} (pipelined bytes held, or a streamed
+        body the upstream is slow to take) until L{resumeReading} with the same reason;
+        reading resumes once no reason is left."""
+        if not self._pausedFor:
+            transport: Any = self.transport
+            transport.pauseProducing()
+        self._pausedFor.add(reason)
+
+    def resumeReading(self, reason: object) -> None:
+        if reason in self._pausedFor:
+            self._pausedFor.discard(reason)
+            if not self._pausedFor:
+                transport: Any = self.transport
+                transport.resumeProducing()
+
+    def _resumeAll(self) -> None:
+        if self._pausedFor:
+            self._pausedFor.clear()
+            transport: Any = self.transport
+            transport.resumeProducing()
 
     def _abort(self) -> None:
         transport: Any = self.transport
@@ -558,17 +590,32 @@ class HTTP1Channel(Protocol):
         assert self.transport is not None
         self.transport.loseConnection()
 
+    def sweep(self, now: float) -> None:
+        """Close the connection if it waited too long: for a request (keep-alive), for
+        the rest of a head, or for more of a buffered body (both answered 408)."""
+        if self._closing:
+            return
+        factory = self._factory
+        if self._request is None:
+            if not self._buffer:
+                if now - self.lastActive > factory.idleTimeout:
+                    self.closeIdle()
+            elif now - self.lastActive > factory.headTimeout:
+                self._refuse(MalformedRequestError("request head timed out", 408))
+        elif self._body is not None and now - self.lastActive > factory.headTimeout:
+            self._refuse(MalformedRequestError("request body timed out", 408))
+
     # -- switching protocols -----------------------------------------------------------
 
     def switchProtocol(self, protocol: Protocol) -> bytes:
         """Give the connection to C{protocol} (an upgraded tunnel); returns the bytes
-        that arrived after the request head."""
+        that arrived after the request head. The idle sweep forgets the connection:
+        it carries no more requests."""
         self._upgraded = protocol
         self._request = None
+        self._factory.channels.discard(self)
         transport: Any = self.transport
-        if self._paused:
-            self._paused = False
-            transport.resumeProducing()
+        self._resumeAll()
         pending, self._buffer = self._buffer, b""
         protocol.makeConnection(transport)
         return pending
@@ -633,11 +680,10 @@ class GatewayHTTPFactory(Factory):
             self._sweeper = None
 
     def closeIdle(self) -> None:
-        """Close connections idle past their timeout (between or before requests)."""
+        """Close connections that waited past their timeout (see L{HTTP1Channel.sweep})."""
         now = time.monotonic()
         for channel in list(self.channels):
-            if not channel.idle:
-                continue
-            limit = self.headTimeout if channel._buffer else self.idleTimeout
-            if now - channel.lastActive > limit:
-                channel.closeIdle()
+            try:
+                channel.sweep(now)
+            except Exception:  # one broken connection must not stop the sweeps
+                log.failure("idle sweep failed for a connection")

@@ -54,7 +54,7 @@ class RequestBodyStream:
         self._queued += len(data)
         if self._queued > HIGH_WATER and not self._clientPaused:
             self._clientPaused = True
-            self._channel.transport.pauseProducing()
+            self._channel.pauseReading(self)
 
     def finish(self) -> None:
         self.complete = True
@@ -80,7 +80,7 @@ class RequestBodyStream:
             self._consumer.write(data)
         if self._clientPaused and self._queued <= HIGH_WATER // 4:
             self._clientPaused = False
-            self._channel.transport.resumeProducing()
+            self._channel.resumeReading(self)
         done = self._done
         if done is None or done.called:
             return
@@ -102,4 +102,4 @@ class RequestBodyStream:
         self._queued = 0
         if self._clientPaused:
             self._clientPaused = False
-            self._channel.transport.resumeProducing()
+            self._channel.resumeReading(self)

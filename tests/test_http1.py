@@ -9,11 +9,20 @@ import time
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from twisted.web.http_headers import Headers
 
-from kongtls.http1 import ChunkedBody, MalformedRequestError
+from kongtls.http1 import (
+    PIPELINE_HIGH_WATER,
+    ChunkedBody,
+    DownstreamRequest,
+    GatewayHTTPFactory,
+    HTTP1Channel,
+    MalformedRequestError,
+)
+from kongtls.request_body import HIGH_WATER
 from kongtls.testing import clientContext, inThread
 from kongtls.web import fieldAdder
 from tests.support import GatewayTestCase
@@ -168,6 +177,153 @@ class HTTP1Tests(GatewayTestCase):
         first, after = await pending
         self.assertTrue(first.startswith(b"HTTP/1.1 200 OK"))
         self.assertEqual(after, b"")  # closed by the gateway
+
+
+class TimeoutTests(GatewayTestCase):
+    """The idle sweep times a head from its first byte and a buffered body from its
+    last read: trickling bytes does not keep a connection."""
+
+    async def sweepWhile(self, pending: Any, factory: GatewayHTTPFactory) -> Any:
+        while not pending.called:
+            await deferLater(reactor, 0.05, lambda: None)
+            factory.closeIdle()
+        return await pending
+
+    async def test_a_trickled_head_times_out(self) -> None:
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.headTimeout = 0.3
+
+        def trickle(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                try:
+                    for byte in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: abcdefghij":
+                        s.sendall(bytes([byte]))
+                        time.sleep(0.03)
+                    s.sendall(b"\r\n\r\n")
+                except OSError:  # closed meanwhile: the 408 may still be readable
+                    pass
+                try:
+                    return s.recv(65536)
+                except OSError:
+                    return b"reset"
+
+        answer = await self.sweepWhile(inThread(trickle, gw.httpPort), factory)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 ") or answer == b"reset", answer)
+
+    async def test_a_stalled_body_times_out(self) -> None:
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.headTimeout = 0.3
+
+        def stall(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+                return s.recv(65536)
+
+        answer = await self.sweepWhile(inThread(stall, gw.httpPort), factory)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
+
+    async def test_a_slow_body_that_progresses_is_not_cut(self) -> None:
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.headTimeout = 0.3
+
+        def slowBody(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+                for _ in range(10):
+                    time.sleep(0.1)
+                    s.sendall(b"z")
+                return exchange_rest(s)
+
+        def exchange_rest(s: socket.socket) -> bytes:
+            received = b""
+            while _complete(received) < 1:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            return received
+
+        answer = await self.sweepWhile(inThread(slowBody, gw.httpPort), factory)
+        self.assertEqual(json.loads(responses(answer)[0][2])["body"], "z" * 10)
+
+
+class LateExit:
+    """Answers 403 from access once the request body has had time to arrive."""
+
+    PRIORITY = 1
+    VERSION = "1.0.0"
+
+    async def access(self, kong: Any, conf: Any) -> None:
+        await deferLater(reactor, 0.3, lambda: None)
+        kong.response.exit(403, {"message": "late"})
+
+
+class BodyFlowTests(GatewayTestCase):
+    async def test_unread_streamed_body_does_not_stall_the_connection(self) -> None:
+        """A plugin answers a request whose chunked body came whole but was never sent
+        upstream: the body had paused reading, and the next request must still be
+        read."""
+        gw = await self.gateway([{"name": "late"}], {"late": LateExit()})
+        size = HIGH_WATER + 8000  # the last read takes the queue over the high-water mark
+
+        def twoRequests(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                          b"\r\n%x\r\n" % size + b"c" * (size - 20000))
+                time.sleep(0.1)
+                s.sendall(b"c" * 20000 + b"\r\n0\r\n\r\n")
+                received = b""
+                try:
+                    while received.count(b"\r\n0\r\n\r\n") < 1:
+                        received += s.recv(65536)
+                    s.sendall(GET)
+                    while received.count(b"\r\n0\r\n\r\n") < 2:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                except TimeoutError:
+                    pass
+                return received
+
+        received = await inThread(twoRequests, gw.httpPort)
+        self.assertEqual(received.count(b"HTTP/1.1 403 Forbidden"), 2, received)
+
+
+class ChannelFlowTests(TestCase):
+    """The channel and a streamed body both pause reading; neither undoes the other."""
+
+    def test_body_resuming_keeps_pipelined_bytes_paused(self) -> None:
+        served: list[DownstreamRequest] = []
+        factory = GatewayHTTPFactory(served.append, None, Clock())  # type: ignore[arg-type]
+        channel = HTTP1Channel(factory)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        size = 2 << 20
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                             % size)
+        stream = served[0].bodyStream
+        assert stream is not None
+        written: list[bytes] = []
+
+        class Consumer:
+            write = written.append
+
+        stream.startProducing(Consumer())
+        stream.pauseProducing()  # the upstream is slow
+        channel.dataReceived(b"b" * (size - 1000))
+        self.assertEqual(transport.producerState, "paused")
+        # The end of the body, and more than the pipeline holds unpaused.
+        channel.dataReceived(b"b" * 1000 + GET * (PIPELINE_HIGH_WATER // len(GET) + 1))
+        self.assertTrue(stream.complete)
+        stream.resumeProducing()  # the upstream takes it all: the body no longer pauses
+        self.assertEqual(sum(map(len, written)), size)
+        self.assertEqual(transport.producerState, "paused")  # the pipelined bytes still do
+        served[0].finish()
+        self.assertEqual(transport.producerState, "producing")
 
 
 class ChunkedBodyTests(TestCase):

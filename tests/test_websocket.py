@@ -103,3 +103,40 @@ class WebSocketTests(GatewayTestCase):
 
         data = await inThread(attempt, gw.httpsPort)
         self.assertTrue(data.startswith(b"HTTP/1.1 502"), data)
+
+    async def test_idle_sweep_leaves_tunnels_alone(self) -> None:
+        """A tunnel is no keep-alive connection waiting for a request: the idle sweep
+        must not close it, however long it lasts."""
+        from twisted.internet.task import deferLater
+
+        upstream = reactor.listenTCP(0, Factory.forProtocol(UpgradeEcho),
+                                     interface="127.0.0.1")
+        self.addCleanup(upstream.stopListening)
+        gw = await self.gateway(document=routeTo(upstream.getHost().port))
+        factory = gw.gateway.http1
+        factory.idleTimeout = factory.headTimeout = 0.05
+
+        def upgrade(port: int) -> ClientConnection:
+            conn = ClientConnection(port, None)
+            conn.sock.sendall(b"GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.sock.recv(4096)
+            return conn
+
+        def talk(conn: ClientConnection) -> bytes:
+            conn.sock.sendall(b"still here")
+            echoed = b""
+            while len(echoed) < 10:
+                chunk = conn.sock.recv(4096)
+                if not chunk:
+                    break
+                echoed += chunk
+            conn.sock.close()
+            return echoed
+
+        conn = await inThread(upgrade, gw.httpPort)
+        await deferLater(reactor, 0.2, lambda: None)
+        factory.closeIdle()
+        self.assertEqual(await inThread(talk, conn), b"ereh llits")
