@@ -105,7 +105,7 @@ def makeService(options: Options) -> IService:
         _fatal(str(e))
     top = MultiService()
     service = GatewayService(gateway, options["https"], options["http"],
-                             stopReactorOnFailure=True)
+                             stopReactorOnFailure=True, freezeHeap=True)
     service.setServiceParent(top)
     if options["config"]:
         path = options["config"]

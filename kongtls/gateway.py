@@ -7,6 +7,7 @@ endpoints inside a reactor the program already runs, reloadable and stoppable.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,17 +149,32 @@ async def _stopPort(port: IListeningPort) -> None:
         await result
 
 
+def _freezeHeap() -> None:
+    gc.collect()
+    gc.freeze()
+    log.info("{count} startup objects frozen out of garbage collection",
+             count=gc.get_freeze_count())
+
+
 class GatewayService(Service):
     """A gateway as a twistd/IService child: listens on start, stops cleanly."""
 
     name: str | None = "kongtls"  # type: ignore[assignment]
 
     def __init__(self, gateway: Gateway, https: Sequence[str], http: Sequence[str],
-                 stopReactorOnFailure: bool = False) -> None:
+                 stopReactorOnFailure: bool = False, freezeHeap: bool = False) -> None:
         """C{stopReactorOnFailure}: for ``twistd``, where a gateway that cannot listen
-        has nothing left to do; an embedding program decides for itself."""
+        has nothing left to do; an embedding program decides for itself.
+
+        C{freezeHeap}: once listening, move every object made so far out of the cyclic
+        garbage collector's sight (C{gc.freeze}). The modules, configuration and
+        contexts of a started gateway are long-lived; without this each full
+        collection walked all of them, a 30-40 ms pause every couple of seconds under
+        load (the p99 latency). ``twistd kongtls`` sets it; it changes the whole
+        process, so an embedding program decides for itself."""
         self.gateway = gateway
         self.stopReactorOnFailure = stopReactorOnFailure
+        self.freezeHeap = freezeHeap
         self.https = list(https)
         self.http = list(http)
         self.listening: Deferred[Any] | None = None
@@ -174,6 +190,8 @@ class GatewayService(Service):
     def _announce(self, results: Any) -> None:
         for port in self.gateway.ports:
             log.info("kongtls listening on {address}", address=port.getHost())
+        if self.freezeHeap:
+            self.gateway.reactor.callWhenRunning(_freezeHeap)
 
     def _cannotListen(self, failure: Any) -> None:
         log.failure("kongtls cannot listen", failure.value.subFailure

@@ -78,8 +78,8 @@ class TwistdTests(GatewayTestCase):
 
     async def test_demo_without_config(self) -> None:
         https, http = freePort(), freePort()
-        await self.twistd("--https", f"tcp:{https}:interface=127.0.0.1",
-                          "--http", f"tcp:{http}:interface=127.0.0.1", waitFor=https)
+        child = await self.twistd("--https", f"tcp:{https}:interface=127.0.0.1",
+                                  "--http", f"tcp:{http}:interface=127.0.0.1", waitFor=https)
         without = json.loads((await curl("-k", f"https://127.0.0.1:{https}/demo")).out)
         self.assertEqual(without["headers"]["x-tls-client-cert-sent"], "no")
         withCert = json.loads((await curl(
@@ -90,6 +90,8 @@ class TwistdTests(GatewayTestCase):
                       withCert["headers"]["x-tls-client-cert-subject"])
         shown = await sClient(https, "-tls1_2")
         self.assertIn("Client Certificate Types", shown.out)
+        # The started gateway's objects are out of the garbage collector's sight.
+        self.assertIn("startup objects frozen out of garbage collection", child.out.decode())
 
     async def check_refused(self, document: object, *expected: str) -> str:
         conf = self.write("bad.yml", document)
