@@ -38,6 +38,9 @@ IDLE_TIMEOUT = 75.0
 #: A request head not whole this long after its first byte, or a buffered body that
 #: makes no progress for this long, is answered 408 and the connection closed.
 HEAD_TIMEOUT = 60.0
+#: A connection still open this long after the gateway began closing it is aborted (a
+#: TLS client that never answers close_notify, one that never reads its response's end).
+LINGER_TIMEOUT = 30.0
 #: Pipelined bytes held while a request is in flight before the client is paused.
 PIPELINE_HIGH_WATER = 65536
 
@@ -348,6 +351,7 @@ class HTTP1Channel(Protocol):
         self._checkedALPN = False
         self._upgraded: Protocol | None = None
         self._closing = False
+        self._closingSince = 0.0
         self._host: IAddress | None = None
         self._peer: IAddress | None = None
         self.secure = False
@@ -383,6 +387,8 @@ class HTTP1Channel(Protocol):
         if self._upgraded is not None:
             self._upgraded.dataReceived(data)
             return
+        if self._closing:
+            return  # a TLS connection reads until close_notify: none of it is kept
         if not self._checkedALPN:
             self._checkedALPN = True
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
@@ -520,8 +526,7 @@ class HTTP1Channel(Protocol):
                       b"charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                       % (status, RESPONSES.get(status, b"Bad Request"), _date.now(),
                          len(body), body))
-        assert self.transport is not None
-        self.transport.loseConnection()
+        self._close()
 
     # -- bytes out ---------------------------------------------------------------------
 
@@ -535,14 +540,12 @@ class HTTP1Channel(Protocol):
         if request is not self._request:
             return
         self.lastActive = time.monotonic()
-        transport: Any = self.transport
         if not request.persistent or self._bodyPending():
             # A body still arriving must not be read as the next request.
             if self._stream is not None and not self._stream.complete:
                 self._stream.discarding = True
                 self._stream.stopProducing()
-            self._closing = True
-            transport.loseConnection()
+            self._close()
             return
         self._request = None
         self._stream = None
@@ -582,16 +585,27 @@ class HTTP1Channel(Protocol):
         abort()
 
     def closeIdle(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what is written is sent. Nothing more is read from the client, but
+        reading resumes: TLS waits for the client's close_notify."""
         self._closing = True
+        self._closingSince = time.monotonic()
+        self._buffer = b""
+        self._resumeAll()
         assert self.transport is not None
         self.transport.loseConnection()
 
     def sweep(self, now: float) -> None:
         """Close the connection if it waited too long: for a request (keep-alive), for
-        the rest of a head, or for more of a buffered body (both answered 408)."""
-        if self._closing:
-            return
+        the rest of a head, or for more of a buffered body (both answered 408); abort
+        it if it is still closing after the linger timeout."""
         factory = self._factory
+        if self._closing:
+            if now - self._closingSince > factory.lingerTimeout:
+                self._abort()
+            return
         if self._request is None:
             if not self._buffer:
                 if now - self.lastActive > factory.idleTimeout:
@@ -648,13 +662,15 @@ class GatewayHTTPFactory(Factory):
 
     def __init__(self, serve: Callable[[DownstreamRequest], None], http2: IProtocolFactory,
                  clock: Any, idleTimeout: float = IDLE_TIMEOUT,
-                 headTimeout: float = HEAD_TIMEOUT) -> None:
+                 headTimeout: float = HEAD_TIMEOUT,
+                 lingerTimeout: float = LINGER_TIMEOUT) -> None:
         self.serve = serve
         self.http2 = http2
         self.channels: set[HTTP1Channel] = set()
         self._clock = clock
         self.idleTimeout = idleTimeout
         self.headTimeout = headTimeout
+        self.lingerTimeout = lingerTimeout
         self._sweeper: LoopingCall | None = None
         self._listening = 0
 
@@ -667,7 +683,8 @@ class GatewayHTTPFactory(Factory):
             # One periodic sweep for all connections costs less than a timer per request.
             self._sweeper = LoopingCall(self.closeIdle)
             self._sweeper.clock = self._clock
-            self._sweeper.start(min(self.idleTimeout, self.headTimeout) / 4, now=False)
+            self._sweeper.start(min(self.idleTimeout, self.headTimeout, self.lingerTimeout) / 4,
+                                now=False)
 
     def stopFactory(self) -> None:
         self._listening -= 1
