@@ -237,6 +237,8 @@ class DownstreamRequest:
                 self._chunked = True
             else:
                 self.persistent = False  # HTTP/1.0: the end of the body is the close
+        if self.persistent and self.channel.bodyArriving():
+            self.persistent = False  # answered early: the rest of the body is not read
         reason = RESPONSES.get(code, b"Unknown")
         lines = [b"HTTP/1.1 %d %s" % (code, reason)]
         if not headers.hasHeader(b"date"):
@@ -421,6 +423,10 @@ class HTTP1Channel(Protocol):
             self._refuse(e)
         finally:
             self._parsing = False
+
+    def bodyArriving(self) -> bool:
+        """The request in flight still has body bytes to come."""
+        return self._bodyPending()
 
     def _bodyPending(self) -> bool:
         return self._body is not None or self._chunked is not None or (

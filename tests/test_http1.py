@@ -281,6 +281,17 @@ class ClosingTests(GatewayTestCase):
                 break
             await deferLater(reactor, 0.02, lambda: None)
 
+    async def test_an_early_answer_says_the_connection_closes(self) -> None:
+        from tests.plugins import Exiter
+
+        gw = await self.gateway([{"name": "exiter"}], {"exiter": Exiter()})
+        answer = await inThread(
+            exchange, gw.httpPort, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b"\r\n" % (4 << 20) + b"u" * 65536, until=0)
+        head = answer.partition(b"\r\n\r\n")[0]
+        self.assertTrue(head.startswith(b"HTTP/1.1 403 "), head)
+        self.assertIn(b"\r\nConnection: close", head)
+
     async def test_a_client_that_never_closes_is_aborted(self) -> None:
         """After a Connection: close response, TLS waits for the client's close_notify;
         a client that never sends one is cut off after the linger timeout."""
