@@ -48,6 +48,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: An absolute-form request target (RFC 9112 section 3.2.2): scheme, authority, rest.
+_ABSOLUTE = re.compile(rb"https?://([^/?#@]+)([/?].*)?\Z", re.IGNORECASE | re.DOTALL)
 _NO_BODY = frozenset({204, 304})
 #: Set by this channel, never copied from the PhaseTracker's response fields.
 _FRAMING_FIELDS = frozenset({b"Connection", b"Transfer-Encoding", b"Keep-Alive"})
@@ -447,11 +449,13 @@ class HTTP1Channel(Protocol):
         head, self._buffer = buffer[:end], buffer[end + 4:]
         method, target, version, headers = parseHead(head)
         if not (target.startswith(b"/") or target == b"*"):
-            if target.startswith((b"http://", b"https://")):  # absolute form
-                rest = target.split(b"/", 3)
-                target = b"/" + (rest[3] if len(rest) > 3 else b"")
-            else:
+            absolute = _ABSOLUTE.match(target)
+            if absolute is None:
                 raise MalformedRequestError("malformed request target")
+            # The target's authority is the host; a Host field is ignored (RFC 9112 3.2.2).
+            authority, rest = absolute.groups()
+            headers.setRawHeaders(b"host", [authority])
+            target = rest if rest and rest.startswith(b"/") else b"/" + (rest or b"")
         hosts = headers.getRawHeaders(b"host")
         if (hosts is None and version == b"HTTP/1.1") or (hosts is not None and
                                                            len(hosts) != 1):

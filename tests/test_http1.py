@@ -157,6 +157,27 @@ class HTTP1Tests(GatewayTestCase):
             self.assertEqual(answer.split(b" ")[1], status, request[:60])
             self.assertIn(b"Connection: close", answer)
 
+    async def test_absolute_form_targets(self) -> None:
+        """The path and query are forwarded, and the target's authority is the host."""
+        gw = await self.gateway()
+        cases = {
+            b"http://example.com?x=1": ("/", "x=1"),
+            b"HTTP://Example.com:8080/p?x=1": ("/p", "x=1"),
+            b"https://example.com": ("/", ""),
+        }
+        for target, (path, query) in cases.items():
+            got = responses(await inThread(
+                exchange, gw.httpPort,
+                b"GET %s HTTP/1.1\r\nHost: other.example\r\n\r\n" % target))
+            echoed = json.loads(got[0][2])
+            self.assertEqual((echoed["path"], echoed["query"]), (path, query), target)
+            self.assertEqual(echoed["headers"]["x-forwarded-host"],
+                             target.split(b"/")[2].split(b":")[0].split(b"?")[0].decode())
+        for bad in (b"ftp://example.com/", b"http://user@example.com/", b"http:///p"):
+            answer = await inThread(exchange, gw.httpPort,
+                                    b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % bad)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), bad)
+
     async def test_idle_keep_alive_connections_are_closed(self) -> None:
         gw = await self.gateway()
         factory = gw.gateway.http1
