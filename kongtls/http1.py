@@ -39,6 +39,9 @@ IDLE_TIMEOUT = 75.0
 #: A request head not whole this long after its first byte, or a buffered body that
 #: makes no progress for this long, is answered 408 and the connection closed.
 HEAD_TIMEOUT = 60.0
+#: A connection still open this long after the gateway began closing it is aborted (a
+#: TLS client that never answers close_notify, one that never reads its response's end).
+LINGER_TIMEOUT = 30.0
 #: Pipelined bytes held while a request is in flight before the client is paused.
 PIPELINE_HIGH_WATER = 65536
 
@@ -46,6 +49,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?\Z")
 _BAD_CHARACTER = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: An absolute-form request target (RFC 9112 section 3.2.2): scheme, authority, rest.
+_ABSOLUTE = re.compile(rb"https?://([^/?#@]+)([/?].*)?\Z", re.IGNORECASE | re.DOTALL)
 _NO_BODY = frozenset({204, 304})
 #: Set by this channel, never copied from the PhaseTracker's response fields.
 _FRAMING_FIELDS = frozenset({b"Connection", b"Transfer-Encoding", b"Keep-Alive"})
@@ -238,6 +243,8 @@ class DownstreamRequest:
                 self._chunked = True
             else:
                 self.persistent = False  # HTTP/1.0: the end of the body is the close
+        if self.persistent and self.channel.bodyArriving():
+            self.persistent = False  # answered early: the rest of the body is not read
         reason = RESPONSES.get(code, b"Unknown")
         lines = [b"HTTP/1.1 %d %s" % (code, reason)]
         if not headers.hasHeader(b"date"):
@@ -352,6 +359,7 @@ class HTTP1Channel(Protocol):
         self._checkedALPN = False
         self._upgraded: Protocol | None = None
         self._closing = False
+        self._closingSince = 0.0
         self._host: IAddress | None = None
         self._peer: IAddress | None = None
         self.secure = False
@@ -387,6 +395,8 @@ class HTTP1Channel(Protocol):
         if self._upgraded is not None:
             self._upgraded.dataReceived(data)
             return
+        if self._closing:
+            return  # a TLS connection reads until close_notify: none of it is kept
         if not self._checkedALPN:
             self._checkedALPN = True
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
@@ -420,6 +430,10 @@ class HTTP1Channel(Protocol):
         finally:
             self._parsing = False
 
+    def bodyArriving(self) -> bool:
+        """The request in flight still has body bytes to come."""
+        return self._bodyPending()
+
     def _bodyPending(self) -> bool:
         return self._body is not None or self._chunked is not None or (
             self._stream is not None and not self._stream.complete)
@@ -439,11 +453,13 @@ class HTTP1Channel(Protocol):
         head, self._buffer = buffer[:end], buffer[end + 4:]
         method, target, version, headers = parseHead(head)
         if not (target.startswith(b"/") or target == b"*"):
-            if target.startswith((b"http://", b"https://")):  # absolute form
-                rest = target.split(b"/", 3)
-                target = b"/" + (rest[3] if len(rest) > 3 else b"")
-            else:
+            absolute = _ABSOLUTE.match(target)
+            if absolute is None:
                 raise MalformedRequestError("malformed request target")
+            # The target's authority is the host; a Host field is ignored (RFC 9112 3.2.2).
+            authority, rest = absolute.groups()
+            headers.setRawHeaders(b"host", [authority])
+            target = rest if rest and rest.startswith(b"/") else b"/" + (rest or b"")
         hosts = headers.getRawHeaders(b"host")
         if (hosts is None and version == b"HTTP/1.1") or (hosts is not None and
                                                            len(hosts) != 1):
@@ -524,8 +540,7 @@ class HTTP1Channel(Protocol):
                       b"charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                       % (status, RESPONSES.get(status, b"Bad Request"), _date.now(),
                          len(body), body))
-        assert self.transport is not None
-        self.transport.loseConnection()
+        self._close()
 
     # -- bytes out ---------------------------------------------------------------------
 
@@ -539,14 +554,12 @@ class HTTP1Channel(Protocol):
         if request is not self._request:
             return
         self.lastActive = time.monotonic()
-        transport: Any = self.transport
         if not request.persistent or self._bodyPending():
             # A body still arriving must not be read as the next request.
             if self._stream is not None and not self._stream.complete:
                 self._stream.discarding = True
                 self._stream.stopProducing()
-            self._closing = True
-            transport.loseConnection()
+            self._close()
             return
         self._request = None
         self._stream = None
@@ -586,16 +599,27 @@ class HTTP1Channel(Protocol):
         abort()
 
     def closeIdle(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what is written is sent. Nothing more is read from the client, but
+        reading resumes: TLS waits for the client's close_notify."""
         self._closing = True
+        self._closingSince = time.monotonic()
+        self._buffer = b""
+        self._resumeAll()
         assert self.transport is not None
         self.transport.loseConnection()
 
     def sweep(self, now: float) -> None:
         """Close the connection if it waited too long: for a request (keep-alive), for
-        the rest of a head, or for more of a buffered body (both answered 408)."""
-        if self._closing:
-            return
+        the rest of a head, or for more of a buffered body (both answered 408); abort
+        it if it is still closing after the linger timeout."""
         factory = self._factory
+        if self._closing:
+            if now - self._closingSince > factory.lingerTimeout:
+                self._abort()
+            return
         if self._request is None:
             if not self._buffer:
                 if now - self.lastActive > factory.idleTimeout:
@@ -652,13 +676,15 @@ class GatewayHTTPFactory(Factory):
 
     def __init__(self, serve: Callable[[DownstreamRequest], None], http2: IProtocolFactory,
                  clock: Any, idleTimeout: float = IDLE_TIMEOUT,
-                 headTimeout: float = HEAD_TIMEOUT) -> None:
+                 headTimeout: float = HEAD_TIMEOUT,
+                 lingerTimeout: float = LINGER_TIMEOUT) -> None:
         self.serve = serve
         self.http2 = http2
         self.channels: set[HTTP1Channel] = set()
         self._clock = clock
         self.idleTimeout = idleTimeout
         self.headTimeout = headTimeout
+        self.lingerTimeout = lingerTimeout
         self._sweeper: LoopingCall | None = None
         self._listening = 0
 
@@ -671,7 +697,8 @@ class GatewayHTTPFactory(Factory):
             # One periodic sweep for all connections costs less than a timer per request.
             self._sweeper = LoopingCall(self.closeIdle)
             self._sweeper.clock = self._clock
-            self._sweeper.start(min(self.idleTimeout, self.headTimeout) / 4, now=False)
+            self._sweeper.start(min(self.idleTimeout, self.headTimeout, self.lingerTimeout) / 4,
+                                now=False)
 
     def stopFactory(self) -> None:
         self._listening -= 1

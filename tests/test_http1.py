@@ -23,7 +23,7 @@ from kongtls.http1 import (
     MalformedRequestError,
 )
 from kongtls.request_body import HIGH_WATER
-from kongtls.testing import clientContext, inThread
+from kongtls.testing import ClientConnection, clientContext, inThread
 from kongtls.web import fieldAdder
 from tests.support import GatewayTestCase
 
@@ -159,6 +159,27 @@ class HTTP1Tests(GatewayTestCase):
             self.assertEqual(answer.split(b" ")[1], status, request[:60])
             self.assertIn(b"Connection: close", answer)
 
+    async def test_absolute_form_targets(self) -> None:
+        """The path and query are forwarded, and the target's authority is the host."""
+        gw = await self.gateway()
+        cases = {
+            b"http://example.com?x=1": ("/", "x=1"),
+            b"HTTP://Example.com:8080/p?x=1": ("/p", "x=1"),
+            b"https://example.com": ("/", ""),
+        }
+        for target, (path, query) in cases.items():
+            got = responses(await inThread(
+                exchange, gw.httpPort,
+                b"GET %s HTTP/1.1\r\nHost: other.example\r\n\r\n" % target))
+            echoed = json.loads(got[0][2])
+            self.assertEqual((echoed["path"], echoed["query"]), (path, query), target)
+            self.assertEqual(echoed["headers"]["x-forwarded-host"],
+                             target.split(b"/")[2].split(b":")[0].split(b"?")[0].decode())
+        for bad in (b"ftp://example.com/", b"http://user@example.com/", b"http:///p"):
+            answer = await inThread(exchange, gw.httpPort,
+                                    b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % bad)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), bad)
+
     async def test_idle_keep_alive_connections_are_closed(self) -> None:
         gw = await self.gateway()
         factory = gw.gateway.http1
@@ -248,6 +269,88 @@ class TimeoutTests(GatewayTestCase):
 
         answer = await self.sweepWhile(inThread(slowBody, gw.httpPort), factory)
         self.assertEqual(json.loads(responses(answer)[0][2])["body"], "z" * 10)
+
+
+class ClosingTests(GatewayTestCase):
+    async def test_upload_after_an_early_answer_is_dropped(self) -> None:
+        """TLS keeps reading until the client's close_notify: an upload that goes on
+        after the gateway answered must not pile up in memory."""
+        from tests.plugins import Exiter
+
+        gw = await self.gateway([{"name": "exiter"}], {"exiter": Exiter()})
+        factory = gw.gateway.http1
+        size = 8 << 20
+
+        def upload(port: int) -> None:
+            conn = ClientConnection(port, clientContext(self.pki))
+            conn.sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                              % (2 * size))
+            try:
+                for _ in range(size // 65536):
+                    conn.sock.sendall(b"u" * 65536)
+            except OSError:
+                pass
+            conn.sock.close()
+
+        uploading = inThread(upload, gw.httpsPort)
+        held = 0
+        while not uploading.called:
+            await deferLater(reactor, 0.01, lambda: None)
+            held = max([held, *(len(c._buffer) for c in factory.channels)])
+        await uploading
+        self.assertLess(held, 1 << 20)
+        for _ in range(100):  # the gateway sees the client's close
+            if not factory.channels:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+
+    async def test_an_early_answer_says_the_connection_closes(self) -> None:
+        from tests.plugins import Exiter
+
+        gw = await self.gateway([{"name": "exiter"}], {"exiter": Exiter()})
+        answer = await inThread(
+            exchange, gw.httpPort, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b"\r\n" % (4 << 20) + b"u" * 65536, until=0)
+        head = answer.partition(b"\r\n\r\n")[0]
+        self.assertTrue(head.startswith(b"HTTP/1.1 403 "), head)
+        self.assertIn(b"\r\nConnection: close", head)
+
+    async def test_a_client_that_never_closes_is_aborted(self) -> None:
+        """After a Connection: close response, TLS waits for the client's close_notify;
+        a client that never sends one is cut off after the linger timeout."""
+        gw = await self.gateway()
+        factory = gw.gateway.http1
+        factory.lingerTimeout = 0.2
+
+        def stayOpen(port: int) -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = clientContext(self.pki).wrap_bio(incoming, outgoing,
+                                                   server_hostname="localhost")
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    incoming.write(raw.recv(65536))
+            tls.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            raw.sendall(outgoing.read())
+            received = b""
+            try:
+                while chunk := raw.recv(65536):  # never answers the close_notify
+                    received += chunk
+            except (TimeoutError, ConnectionResetError) as e:
+                return type(e).__name__.encode()
+            finally:
+                raw.close()
+            return b"closed"
+
+        staying = inThread(stayOpen, gw.httpsPort)
+        while not staying.called:
+            await deferLater(reactor, 0.05, lambda: None)
+            factory.closeIdle()
+        self.assertIn(await staying, (b"closed", b"ConnectionResetError"))
 
 
 class LateExit:
