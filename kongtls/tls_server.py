@@ -29,7 +29,7 @@ from kongtls._openssl import bufferedBytes
 from kongtls.connection import ConnectionTLS, acceptAny
 from kongtls.handshake import runHandshakePhase
 from kongtls.phases import Phase
-from kongtls.write_through import writeThrough
+from kongtls.write_through import useLargeBuffers, writeThrough
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocolFactory
@@ -41,8 +41,6 @@ log = Logger(namespace="kongtls.tls")
 #: A TLS record: alert, TLS 1.2 record version, 2 bytes: fatal (2), internal_error (80).
 INTERNAL_ERROR_ALERT = bytes([21, 3, 3, 0, 2, 2, 80])
 
-#: The TCP transport's read size and write high-water mark (Twisted's default: 64 KiB).
-SOCKET_BUFFER = 1 << 18
 #: The most plaintext taken from OpenSSL per read (Twisted's size).
 RECV_SIZE = 1 << 15
 
@@ -167,7 +165,7 @@ class GatewayTLSProtocol(BufferingTLSTransport):
 
     def makeConnection(self, transport: Any) -> None:
         # Bigger socket reads, and fewer pause/resume turns per megabyte written.
-        transport.bufferSize = SOCKET_BUFFER
+        useLargeBuffers(transport)
         super().makeConnection(transport)
 
     def _write(self, data: bytes) -> None:

@@ -29,7 +29,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
 from kongtls.web import fieldAdder
-from kongtls.write_through import writeThrough
+from kongtls.write_through import useLargeBuffers, writeThrough
 
 #: RFC 9110 section 7.6.1 connection-specific fields, never forwarded.
 HOP_BY_HOP = frozenset({
@@ -327,6 +327,7 @@ class _Connection(Protocol):
     def connectionMade(self) -> None:
         self._connected = True
         self.cancelConnect = None
+        useLargeBuffers(self.transport)
         if self._request is not None:
             self._write()
 

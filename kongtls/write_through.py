@@ -14,6 +14,18 @@ from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 
+#: A socket transport's read size and write high-water mark (Twisted's default is
+#: 64 KiB): fewer reads, writes and pause/resume turns per megabyte.
+SOCKET_BUFFER = 1 << 18
+
+
+def useLargeBuffers(transport: Any) -> None:
+    """Give a TCP transport (or the one under a TLS transport) L{SOCKET_BUFFER}."""
+    below = transport if isinstance(transport, FileDescriptor) else \
+        getattr(transport, "transport", None)
+    if isinstance(below, FileDescriptor):
+        below.bufferSize = SOCKET_BUFFER
+
 
 def writeThrough(transport: Any, data: bytes) -> None:
     """Write C{data} to a TCP (or UNIX) transport, sending now if nothing is queued."""
