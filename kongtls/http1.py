@@ -42,6 +42,9 @@ HEAD_TIMEOUT = 60.0
 #: A connection still open this long after the gateway began closing it is aborted (a
 #: TLS client that never answers close_notify, one that never reads its response's end).
 LINGER_TIMEOUT = 30.0
+#: A client that takes nothing of its response for this long is cut off (nginx's
+#: ``send_timeout``): it would hold its connection and the upstream's forever.
+SEND_TIMEOUT = 60.0
 #: Pipelined bytes held while a request is in flight before the client is paused.
 PIPELINE_HIGH_WATER = 65536
 
@@ -203,6 +206,8 @@ class DownstreamRequest:
         self._noBody = method == b"HEAD"
         self._finishWaiters: list[Deferred[None]] = []
         self._goneCallbacks: list[Callable[[], object]] = []
+        #: Since when the client has taken none of the response (its transport full).
+        self.sendStalledSince: float | None = None
 
     # -- the request -------------------------------------------------------------------
 
@@ -628,6 +633,9 @@ class HTTP1Channel(Protocol):
                 self._refuse(MalformedRequestError("request head timed out", 408))
         elif self._body is not None and now - self.lastActive > factory.headTimeout:
             self._refuse(MalformedRequestError("request body timed out", 408))
+        elif (stalled := self._request.sendStalledSince) is not None \
+                and now - stalled > factory.sendTimeout:
+            self._abort()  # the response has begun: a cut, not an error response
 
     # -- switching protocols -----------------------------------------------------------
 
@@ -677,7 +685,8 @@ class GatewayHTTPFactory(Factory):
     def __init__(self, serve: Callable[[DownstreamRequest], None], http2: IProtocolFactory,
                  clock: Any, idleTimeout: float = IDLE_TIMEOUT,
                  headTimeout: float = HEAD_TIMEOUT,
-                 lingerTimeout: float = LINGER_TIMEOUT) -> None:
+                 lingerTimeout: float = LINGER_TIMEOUT,
+                 sendTimeout: float = SEND_TIMEOUT) -> None:
         self.serve = serve
         self.http2 = http2
         self.channels: set[HTTP1Channel] = set()
@@ -685,6 +694,7 @@ class GatewayHTTPFactory(Factory):
         self.idleTimeout = idleTimeout
         self.headTimeout = headTimeout
         self.lingerTimeout = lingerTimeout
+        self.sendTimeout = sendTimeout
         self._sweeper: LoopingCall | None = None
         self._listening = 0
 
@@ -697,7 +707,8 @@ class GatewayHTTPFactory(Factory):
             # One periodic sweep for all connections costs less than a timer per request.
             self._sweeper = LoopingCall(self.closeIdle)
             self._sweeper.clock = self._clock
-            self._sweeper.start(min(self.idleTimeout, self.headTimeout, self.lingerTimeout) / 4,
+            self._sweeper.start(min(self.idleTimeout, self.headTimeout, self.lingerTimeout,
+                                    self.sendTimeout) / 4,
                                 now=False)
 
     def stopFactory(self) -> None:

@@ -329,8 +329,12 @@ class Downstream:
     def pauseProducing(self) -> None:
         if self._paused is None:
             self._paused = Deferred()
+            if isinstance(self._request, DownstreamRequest):
+                self._request.sendStalledSince = time.monotonic()
 
     def resumeProducing(self) -> None:
+        if isinstance(self._request, DownstreamRequest):
+            self._request.sendStalledSince = None
         paused, self._paused = self._paused, None
         if paused is not None:
             paused.callback(None)

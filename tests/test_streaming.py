@@ -102,6 +102,42 @@ class BackpressureTests(GatewayTestCase):
         received = await inThread(drain, conn)
         self.assertGreaterEqual(received, TOTAL - 1024)
 
+    async def test_client_taking_nothing_is_cut_off_after_the_send_timeout(self) -> None:
+        resource = FirehoseResource()
+        upstream = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        self.addCleanup(upstream.stopListening)
+        gw = await self.gateway(document=routeTo(upstream.getHost().port))
+        channels = gw.gateway.http1
+        channels.sendTimeout = 0.5
+
+        def startAndStall(port: int) -> ClientConnection:
+            conn = ClientConnection(port, clientContext(self.pki))
+            conn.sock.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            conn.sock.recv(1024)
+            return conn
+
+        conn = await inThread(startAndStall, gw.httpsPort)
+        self.addCleanup(inThread, conn.sock.close)
+        await deferLater(reactor, 0.3, lambda: None)
+        channels.closeIdle()
+        self.assertFalse(resource.hoses[0].stopped)  # stalled, but not for long yet
+        await deferLater(reactor, 1.0, lambda: None)
+        channels.closeIdle()
+        await deferLater(reactor, 0.5, lambda: None)
+        self.assertTrue(resource.hoses[0].stopped)  # the upstream request went too
+
+        def drain(conn: ClientConnection) -> int:
+            total = 0
+            try:
+                while data := conn.sock.recv(1 << 20):
+                    total += len(data)
+            except OSError:
+                pass
+            return total
+
+        received = await inThread(drain, conn)
+        self.assertLess(received, TOTAL // 2)  # cut off: the connection ended early
+
 
 class SlowSink(Protocol):
     """A raw upstream that reads a request body only when told to, then answers 200
