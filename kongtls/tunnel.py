@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
 #: A response head longer than this is not a response.
@@ -40,7 +41,9 @@ def parseHead(head: bytes) -> tuple[int, Headers]:
 
 
 def formatHead(status: int, headers: Headers) -> bytes:
-    reason = b"Switching Protocols" if status == 101 else b"Tunnel"
+    # An upstream that refuses the upgrade answers with its own status; its bytes still
+    # flow as they come, and the connection ends when the upstream's does.
+    reason = RESPONSES.get(status, b"Unknown")
     lines = [b"HTTP/1.1 %d %s" % (status, reason)]
     for name, values in headers.getAllRawHeaders():
         lines.extend(name + b": " + v for v in values)

@@ -10,6 +10,8 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+from twisted.web.http_headers import Headers
 
 from kongtls.testing import ClientConnection, clientContext, inThread, routeTo
 from tests.plugins import Probe
@@ -140,3 +142,12 @@ class WebSocketTests(GatewayTestCase):
         await deferLater(reactor, 0.2, lambda: None)
         factory.closeIdle()
         self.assertEqual(await inThread(talk, conn), b"ereh llits")
+
+
+class TunnelHeadTests(TestCase):
+    def test_a_refused_upgrade_keeps_its_status_and_reason(self) -> None:
+        from kongtls.tunnel import formatHead
+
+        self.assertTrue(formatHead(101, Headers()).startswith(
+            b"HTTP/1.1 101 Switching Protocols\r\n"))
+        self.assertTrue(formatHead(404, Headers()).startswith(b"HTTP/1.1 404 Not Found\r\n"))
