@@ -20,15 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
-from twisted.internet.ssl import CertificateOptions
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bare_tls_server import RequestClientCertificate  # noqa: E402
+from bare_tls_server import RequestClientCertificate, serverOptions, serveTLS  # noqa: E402
 
 
 class UpstreamConnection(Protocol):
@@ -131,34 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", required=True, help="PEM private key")
     parser.add_argument("--upstream", type=int, required=True, help="upstream port")
     args = parser.parse_args(argv)
-    with open(args.cert, "rb") as f:
-        chain = x509.load_pem_x509_certificates(f.read())
-    with open(args.key, "rb") as f:
-        key = load_pem_private_key(f.read(), password=None)
-    options = CertificateOptions(
-        privateKey=key,  # type: ignore[arg-type]  # pyOpenSSL takes cryptography keys
-        certificate=chain[0],  # type: ignore[arg-type]
-        extraCertChain=chain[1:] or None,  # type: ignore[arg-type]
-        enableSessions=False,
-        enableSessionTickets=False,
-    )
-    from twisted.internet import reactor as installed
+    from twisted.internet import reactor
 
-    reactor: Any = installed
-    factory = TLSMemoryBIOFactory(RequestClientCertificate(options), False,
-                                  BareProxy(reactor, args.upstream), reactor)
-    endpoint = serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1")
-
-    def listening(port: Any) -> None:
-        sys.stdout.write(f"bare TLS proxy listening on {port.getHost()}\n")
-        sys.stdout.flush()
-
-    def failed(failure: Any) -> None:
-        sys.stderr.write(f"bare TLS proxy cannot listen: {failure.getErrorMessage()}\n")
-        reactor.stop()
-
-    endpoint.listen(factory).addCallbacks(listening, failed)
-    reactor.run()
+    serveTLS(reactor, args.port, RequestClientCertificate(serverOptions(args.cert, args.key)),
+             BareProxy(reactor, args.upstream), "bare TLS proxy")
 
 
 if __name__ == "__main__":

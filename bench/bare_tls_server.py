@@ -52,6 +52,38 @@ class Idle(Protocol):
     """Says nothing; the client closes once its handshake is done."""
 
 
+def serverOptions(certFile: str, keyFile: str) -> CertificateOptions:
+    """The bare servers' TLS settings: the chain and key, no session reuse."""
+    with open(certFile, "rb") as f:
+        chain = x509.load_pem_x509_certificates(f.read())
+    with open(keyFile, "rb") as f:
+        key = load_pem_private_key(f.read(), password=None)
+    return CertificateOptions(
+        privateKey=key,  # type: ignore[arg-type]  # pyOpenSSL takes cryptography keys
+        certificate=chain[0],  # type: ignore[arg-type]
+        extraCertChain=chain[1:] or None,  # type: ignore[arg-type]
+        enableSessions=False,
+        enableSessionTickets=False,
+    )
+
+
+def serveTLS(reactor: Any, port: int, creator: Any, wrapped: Any, label: str) -> None:
+    """Listen on loopback C{port} with TLS around C{wrapped}, and run the reactor."""
+    factory = TLSMemoryBIOFactory(creator, False, wrapped, reactor)
+    endpoint = serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1")
+
+    def listening(listeningPort: Any) -> None:
+        sys.stdout.write(f"{label} listening on {listeningPort.getHost()}\n")
+        sys.stdout.flush()
+
+    def failed(failure: Any) -> None:
+        sys.stderr.write(f"{label} cannot listen: {failure.getErrorMessage()}\n")
+        reactor.stop()
+
+    endpoint.listen(factory).addCallbacks(listening, failed)
+    reactor.run()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -59,40 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", required=True, help="PEM private key")
     parser.add_argument("--ca-names", help="PEM CA certificates named in CertificateRequest")
     args = parser.parse_args(argv)
-
-    with open(args.cert, "rb") as f:
-        chain = x509.load_pem_x509_certificates(f.read())
-    with open(args.key, "rb") as f:
-        key = load_pem_private_key(f.read(), password=None)
     caNames: list[x509.Certificate] = []
     if args.ca_names:
         with open(args.ca_names, "rb") as f:
             caNames = x509.load_pem_x509_certificates(f.read())
+    from twisted.internet import reactor
 
-    options = CertificateOptions(
-        privateKey=key,  # type: ignore[arg-type]  # pyOpenSSL takes cryptography keys
-        certificate=chain[0],  # type: ignore[arg-type]
-        extraCertChain=chain[1:] or None,  # type: ignore[arg-type]
-        enableSessions=False,
-        enableSessionTickets=False,
-    )
-    from twisted.internet import reactor as installed
-
-    reactor: Any = installed
-    factory = TLSMemoryBIOFactory(RequestClientCertificate(options, caNames), False,
-                                  Factory.forProtocol(Idle), reactor)
-    endpoint = serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1")
-
-    def listening(port: Any) -> None:
-        sys.stdout.write(f"bare TLS server listening on {port.getHost()}\n")
-        sys.stdout.flush()
-
-    def failed(failure: Any) -> None:
-        sys.stderr.write(f"bare TLS server cannot listen: {failure.getErrorMessage()}\n")
-        reactor.stop()
-
-    endpoint.listen(factory).addCallbacks(listening, failed)
-    reactor.run()
+    serveTLS(reactor, args.port,
+             RequestClientCertificate(serverOptions(args.cert, args.key), caNames),
+             Factory.forProtocol(Idle), "bare TLS server")
 
 
 if __name__ == "__main__":
