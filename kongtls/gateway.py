@@ -136,9 +136,11 @@ class Gateway:
         return config
 
     def stop(self) -> Deferred[None]:
-        """Stop listening and close idle upstream connections."""
+        """Stop listening, close client connections once their responses are written,
+        and close idle upstream connections."""
         ports, self._ports = self._ports, []
         waits = [Deferred.fromCoroutine(_stopPort(p)) for p in ports]
+        self.http1.closeAll()
         waits.append(self.upstreams.pool.closeCachedConnections())
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 

@@ -606,6 +606,15 @@ class HTTP1Channel(Protocol):
     def closeIdle(self) -> None:
         self._close()
 
+    def closeWhenDone(self) -> None:
+        """The gateway is stopping: close now if idle, else after this response."""
+        if self._closing:
+            return
+        if self._request is None:
+            self._close()
+        else:
+            self._request.persistent = False
+
     def _close(self) -> None:
         """Close once what is written is sent. Nothing more is read from the client, but
         reading resumes: TLS waits for the client's close_notify."""
@@ -716,6 +725,12 @@ class GatewayHTTPFactory(Factory):
         if self._listening <= 0 and self._sweeper is not None:
             self._sweeper.stop()
             self._sweeper = None
+
+    def closeAll(self) -> None:
+        """Close every connection once its response (if any) is written: the gateway
+        stops, and nothing would time keep-alive connections out any more."""
+        for channel in list(self.channels):
+            channel.closeWhenDone()
 
     def closeIdle(self) -> None:
         """Close connections that waited past their timeout (see L{HTTP1Channel.sweep})."""

@@ -468,3 +468,21 @@ class FieldAdderTests(TestCase):
         for bad in (b"Transfer-Encoding ", b" folded", b"a\x00b"):
             with self.assertRaises(ValueError, msg=bad):
                 add(bad, b"x")
+
+
+class StopTests(GatewayTestCase):
+    async def test_stopping_closes_keep_alive_connections(self) -> None:
+        gw = await self.gateway()
+
+        def requestThenWait(port: int) -> tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(GET)
+                first = s.recv(65536)
+                return first, s.recv(65536)  # b"" once the gateway closes
+
+        pending = inThread(requestThenWait, gw.httpPort)
+        await deferLater(reactor, 0.5, lambda: None)
+        await gw.gateway.stop()
+        first, after = await pending
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK"))
+        self.assertEqual(after, b"")
