@@ -18,7 +18,6 @@ from email.utils import formatdate
 from io import BytesIO
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolFactory, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -204,7 +203,6 @@ class DownstreamRequest:
         self._disconnected = False
         self._chunked = False
         self._noBody = method == b"HEAD"
-        self._finishWaiters: list[Deferred[None]] = []
         self._goneCallbacks: list[Callable[[], object]] = []
         #: Since when the client has taken none of the response (its transport full).
         self.sendStalledSince: float | None = None
@@ -293,9 +291,6 @@ class DownstreamRequest:
             self.channel.writeOut(head)
         self.finished = True
         self._goneCallbacks = []
-        waiters, self._finishWaiters = self._finishWaiters, []
-        for waiter in waiters:
-            waiter.callback(None)
         self.channel.requestDone(self)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
@@ -305,15 +300,6 @@ class DownstreamRequest:
         transport: Any = self.channel.transport
         if transport is not None:
             transport.unregisterProducer()
-
-    def notifyFinish(self) -> Deferred[None]:
-        """Fires when the response is finished; fails if the client left first."""
-        waiter: Deferred[None] = Deferred()
-        if self.finished:
-            waiter.callback(None)
-        else:
-            self._finishWaiters.append(waiter)
-        return waiter
 
     def whenGone(self, onGone: Callable[[], object]) -> None:
         """Call C{onGone} if the client leaves before the response is finished."""
@@ -327,9 +313,6 @@ class DownstreamRequest:
         stream = self.bodyStream
         if stream is not None and not stream.complete:
             stream.clientLost(reason)
-        waiters, self._finishWaiters = self._finishWaiters, []
-        for waiter in waiters:
-            waiter.errback(reason)
 
 
 _EMPTY = BytesIO()
