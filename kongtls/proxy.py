@@ -28,7 +28,13 @@ from kongtls.http1 import DownstreamRequest
 from kongtls.phase_tracker import PhaseTracker
 from kongtls.proxy_types import AttemptFailure, OpenTunnel
 from kongtls.tunnel import openTunnel, parseHead
-from kongtls.upstream_client import HOP_BY_HOP, Timeouts, UpstreamPool, UpstreamResponse
+from kongtls.upstream_client import (
+    HOP_BY_HOP,
+    Timeouts,
+    UpstreamPool,
+    UpstreamResponse,
+    requestHead,
+)
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -157,9 +163,7 @@ class Upstreams:
         request = exchange.request
         headers.setRawHeaders(b"connection", [b"Upgrade"])
         headers.setRawHeaders(b"upgrade", request.requestHeaders.getRawHeaders(b"upgrade", []))
-        head = b"%s %s HTTP/1.1\r\n" % (method, target) + b"".join(
-            name + b": " + v + b"\r\n" for name, vs in headers.getAllRawHeaders() for v in vs
-        ) + b"\r\n"
+        head = requestHead(method, target, headers)
         creator = None
         if service.protocol == "https":
             creator = exchange.runtime.policyFor(service).creatorForNetloc(

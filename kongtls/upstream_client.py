@@ -729,24 +729,29 @@ class _BodySender:
 # -- the wire format ------------------------------------------------------------------
 
 
-def _formatHead(method: bytes, target: bytes, headers: Headers, body: bytes | Any | None
-                ) -> bytes:
-    """The request line and headers, with the framing of C{body}."""
+def requestHead(method: bytes, target: bytes, headers: Headers, *framing: bytes) -> bytes:
+    """The request line, C{headers} and any C{framing} fields, as sent upstream."""
     lines = [method + b" " + target + b" HTTP/1.1"]
     for name, values in headers.getAllRawHeaders():
         for value in values:
             lines.append(name + b": " + value)
-    if body is None:
-        if method in _BODY_METHODS:
-            lines.append(b"Content-Length: 0")
-    elif isinstance(body, bytes):
-        lines.append(b"Content-Length: %d" % len(body))
-    elif body.length is UNKNOWN_LENGTH:
-        lines.append(b"Transfer-Encoding: chunked")
-    else:
-        lines.append(b"Content-Length: %d" % body.length)
+    lines.extend(framing)
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+def _formatHead(method: bytes, target: bytes, headers: Headers, body: bytes | Any | None
+                ) -> bytes:
+    """The request line and headers, with the framing of C{body}."""
+    if body is None:
+        if method in _BODY_METHODS:
+            return requestHead(method, target, headers, b"Content-Length: 0")
+        return requestHead(method, target, headers)
+    if isinstance(body, bytes):
+        return requestHead(method, target, headers, b"Content-Length: %d" % len(body))
+    if body.length is UNKNOWN_LENGTH:
+        return requestHead(method, target, headers, b"Transfer-Encoding: chunked")
+    return requestHead(method, target, headers, b"Content-Length: %d" % body.length)
 
 
 def _headEnd(data: bytes, start: int) -> tuple[int, int]:
