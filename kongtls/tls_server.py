@@ -29,7 +29,7 @@ from kongtls._openssl import bufferedBytes
 from kongtls.connection import ConnectionTLS, acceptAny
 from kongtls.handshake import runHandshakePhase
 from kongtls.phases import Phase
-from kongtls.write_through import useLargeBuffers, writeThrough
+from kongtls.turn_sender import sendAtTurnEnd, useLargeBuffers
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocolFactory
@@ -193,7 +193,7 @@ class GatewayTLSProtocol(BufferingTLSTransport):
         conn = self._tlsConnection
         waiting = bufferedBytes(conn._from_ssl)
         if waiting:
-            writeThrough(self.transport, conn.bio_read(waiting))
+            sendAtTurnEnd(self.transport, conn.bio_read(waiting))
 
     def _flushReceiveBIO(self) -> None:
         # Twisted's loop, except that it stops when nothing is left to decrypt instead

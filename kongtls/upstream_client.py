@@ -28,8 +28,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
+from kongtls.turn_sender import sendAtTurnEnd, useLargeBuffers
 from kongtls.web import fieldAdder
-from kongtls.write_through import useLargeBuffers, writeThrough
 
 #: RFC 9110 section 7.6.1 connection-specific fields, never forwarded.
 HOP_BY_HOP = frozenset({
@@ -345,10 +345,10 @@ class _Connection(Protocol):
         assert request is not None and transport is not None
         body = request.body
         if body is None:
-            writeThrough(transport, request.head)
+            sendAtTurnEnd(transport, request.head)
         elif isinstance(body, bytes):
             if len(body) <= _SMALL_WRITE:
-                writeThrough(transport, request.head + body)
+                sendAtTurnEnd(transport, request.head + body)
             else:
                 transport.writeSequence([request.head, body])
         else:
