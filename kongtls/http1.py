@@ -82,6 +82,16 @@ class _Date:
 
 
 _date = _Date()
+_statusLines: dict[int, bytes] = {}
+
+
+def _statusLine(code: int) -> bytes:
+    line = _statusLines.get(code)
+    if line is None:
+        line = b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Unknown"))
+        if 100 <= code <= 999:
+            _statusLines[code] = line
+    return line
 
 
 def parseHead(head: bytes) -> tuple[bytes, bytes, bytes, Headers]:
@@ -113,8 +123,9 @@ def parseHead(head: bytes) -> tuple[bytes, bytes, bytes, Headers]:
 
 def bodyFraming(version: bytes, headers: Headers) -> int | None:
     """The body's length, or None for chunked; refuses every ambiguous framing."""
-    codings = headers.getRawHeaders(b"transfer-encoding")
-    lengths = headers.getRawHeaders(b"content-length")
+    raw = headers._rawHeaders  # canonical names: no lookup through the name cache
+    codings = raw.get(b"Transfer-Encoding")
+    lengths = raw.get(b"Content-Length")
     if codings is not None:
         if lengths is not None:
             raise MalformedRequestError("both Content-Length and Transfer-Encoding")
@@ -236,10 +247,11 @@ class DownstreamRequest:
         self.startedWriting = True
         code = self.code
         headers = self.responseHeaders
+        raw = headers._rawHeaders
         if code in _NO_BODY or code < 200:
             self._noBody = True
-            headers.removeHeader(b"content-length")
-        elif not headers.hasHeader(b"content-length"):
+            raw.pop(b"Content-Length", None)
+        elif b"Content-Length" not in raw:
             if self._noBody:
                 pass  # HEAD: the upstream's framing fields (if any) pass as they are
             elif self.clientproto == b"HTTP/1.1":
@@ -248,11 +260,10 @@ class DownstreamRequest:
                 self.persistent = False  # HTTP/1.0: the end of the body is the close
         if self.persistent and self.channel.bodyArriving():
             self.persistent = False  # answered early: the rest of the body is not read
-        reason = RESPONSES.get(code, b"Unknown")
-        lines = [b"HTTP/1.1 %d %s" % (code, reason)]
-        if not headers.hasHeader(b"date"):
+        lines = [_statusLine(code)]
+        if b"Date" not in raw:
             lines.append(b"Date: " + _date.now())
-        for name, values in headers.getAllRawHeaders():
+        for name, values in raw.items():
             if name in _FRAMING_FIELDS:
                 continue
             for value in values:
@@ -321,7 +332,7 @@ _PIPELINED = "pipelined"
 
 
 def _keepAlive(version: bytes, headers: Headers) -> bool:
-    tokens = headers.getRawHeaders(b"connection")
+    tokens = headers._rawHeaders.get(b"Connection")
     if tokens is None:
         return version == b"HTTP/1.1"
     joined = b",".join(tokens).lower()
@@ -350,6 +361,7 @@ class HTTP1Channel(Protocol):
         self._closingSince = 0.0
         self._host: IAddress | None = None
         self._peer: IAddress | None = None
+        self._peerIP: bytes | None = None
         self.secure = False
         #: When the wait the idle sweep times began: for the next request (the connection
         #: made, or the last response done), a head's first byte, a buffered body's last.
@@ -371,6 +383,12 @@ class HTTP1Channel(Protocol):
             assert self.transport is not None
             self._peer = self.transport.getPeer()
         return self._peer
+
+    def peerIP(self) -> bytes:
+        """The client's address as bytes (X-Forwarded-For, X-Real-IP), found once."""
+        if self._peerIP is None:
+            self._peerIP = str(getattr(self.peerAddress(), "host", "")).encode("ascii")
+        return self._peerIP
 
     @property
     def idle(self) -> bool:
@@ -448,7 +466,7 @@ class HTTP1Channel(Protocol):
             authority, rest = absolute.groups()
             headers.setRawHeaders(b"host", [authority])
             target = rest if rest and rest.startswith(b"/") else b"/" + (rest or b"")
-        hosts = headers.getRawHeaders(b"host")
+        hosts = headers._rawHeaders.get(b"Host")
         if (hosts is None and version == b"HTTP/1.1") or (hosts is not None and
                                                            len(hosts) != 1):
             raise MalformedRequestError("a request needs exactly one Host field")
@@ -458,7 +476,7 @@ class HTTP1Channel(Protocol):
         if length == 0:
             self._dispatch(request)
             return True
-        expect = headers.getRawHeaders(b"expect")
+        expect = headers._rawHeaders.get(b"Expect")
         if expect and expect[0].lower() == b"100-continue" and version == b"HTTP/1.1":
             self.writeOut(b"HTTP/1.1 100 Continue\r\n\r\n")
         if length is not None and length <= STREAM_OVER:

@@ -384,7 +384,8 @@ class Kong:
 
 def requestHost(request: Any) -> str:
     """The Host header's name, lower-cased, without its port (Kong's ``ngx.var.host``)."""
-    host = request.getHeader("host") or ""
+    hosts = request.requestHeaders._rawHeaders.get(b"Host")  # as getHeader, without
+    host = hosts[-1].decode("latin-1") if hosts else ""     # a str lookup per request
     return _stripPort(host).lower() or str(request.getHost().host)
 
 

@@ -24,7 +24,7 @@ from zope.interface import implementer
 from kongtls import __version__
 from kongtls.config import Target
 from kongtls.exchange import Exchange, messageResponse
-from kongtls.http1 import DownstreamRequest
+from kongtls.http1 import DownstreamRequest, HTTP1Channel
 from kongtls.phase_tracker import PhaseTracker
 from kongtls.proxy_types import AttemptFailure, OpenTunnel
 from kongtls.tunnel import openTunnel, parseHead
@@ -55,7 +55,7 @@ TIMEOUT = "The upstream server is timing out"
 def _endToEnd(headers: Headers) -> Headers:
     """A copy without hop-by-hop fields, nor those the Connection field names."""
     named: Collection[bytes] = HOP_BY_HOP
-    listed = headers.getRawHeaders(b"connection")
+    listed = headers._rawHeaders.get(b"Connection")
     if listed:
         named = set(HOP_BY_HOP)
         for value in listed:
@@ -100,10 +100,11 @@ class Upstreams:
         uri = upstreamPath.encode("latin-1") + (b"?" + query if query else b"")
         exchange.upstreamURI = uri.decode("latin-1")
         headers = _endToEnd(request.requestHeaders)
-        headers.removeHeader(b"content-length")  # the body producer states it
-        downstreamHost = request.getHeader("host")
+        raw = headers._rawHeaders  # canonical names; values checked on the way in
+        raw.pop(b"Content-Length", None)  # the body producer states it
+        hosts = raw.get(b"Host")
+        downstreamHost = hosts[-1] if hosts else None
         if not route.preserveHost:
-            headers.removeHeader(b"host")
             default = 443 if service.protocol == "https" else 80
             # The service's host, unless set_target picked another host for a plain
             # service (an upstream's name stays the Host, as in Kong).
@@ -111,20 +112,17 @@ class Upstreams:
                 hostName, hostPort = host, port
             else:
                 hostName, hostPort = service.host, service.port
-            headers.setRawHeaders(b"host", [
-                _hostForURL(hostName) + ("" if hostPort == default else f":{hostPort}")])
+            raw[b"Host"] = [_hostField(hostName, hostPort, default)]
         elif not downstreamHost:  # an HTTP/1.0 client without one: HTTP/1.1 needs it
-            default = 443 if service.protocol == "https" else 80
-            headers.setRawHeaders(b"host", [
-                _hostForURL(host) + ("" if port == default else f":{port}")])
-        client = request.getClientAddress().host.encode("ascii")
-        raw = headers._rawHeaders  # Kong's fields, from values checked on the way in
+            raw[b"Host"] = [_hostField(host, port, 443 if service.protocol == "https"
+                                       else 80)]
+        client = _clientIP(request)
         forwarded = raw.get(b"X-Forwarded-For")
         raw[b"X-Forwarded-For"] = [b", ".join([*forwarded, client]) if forwarded
                                    else client]
         raw[b"X-Forwarded-Proto"] = [b"https" if request.isSecure() else b"http"]
         if downstreamHost:
-            raw[b"X-Forwarded-Host"] = [downstreamHost.partition(":")[0].encode("latin-1")]
+            raw[b"X-Forwarded-Host"] = [_withoutPort(downstreamHost)]
         raw[b"X-Forwarded-Port"] = [b"%d" % request.getHost().port]
         raw[b"X-Forwarded-Path"] = [request.path]
         raw[b"X-Real-Ip"] = [client]
@@ -249,6 +247,27 @@ def clientGone(request: Any) -> bool:
     return bool(getattr(request, "_disconnected", False))
 
 
+def _hostField(host: str, port: int, default: int) -> bytes:
+    """A Host field's value: the host, with its port unless the scheme's default."""
+    value = _hostForURL(host) if port == default else f"{_hostForURL(host)}:{port}"
+    return value.encode("utf-8")
+
+
+def _withoutPort(host: bytes) -> bytes:
+    """A Host field's name without its port (an IPv6 literal keeps its brackets)."""
+    if host.startswith(b"["):
+        return host.partition(b"]")[0] + b"]"
+    return host.partition(b":")[0]
+
+
+def _clientIP(request: Any) -> bytes:
+    """The client's address, as Kong's X-Forwarded-For and X-Real-IP give it."""
+    channel = request.channel
+    if isinstance(channel, HTTP1Channel):
+        return channel.peerIP()
+    return request.getClientAddress().host.encode("ascii")
+
+
 def _hostForURL(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -288,8 +307,9 @@ class Downstream:
         request = self._request
         request.setResponseCode(status)
         if isinstance(request, DownstreamRequest):
-            if not headers.hasHeader(b"server"):
-                headers.setRawHeaders(b"server", [SERVER])
+            raw = headers._rawHeaders
+            if b"Server" not in raw:
+                raw[b"Server"] = [SERVER]
             request.responseHeaders = headers  # written out as they are, no copy
             return
         request.defaultContentType = None

@@ -18,7 +18,8 @@ MAX_HEAD = 65536
 
 def isUpgrade(request: Any) -> bool:
     """An HTTP/1.1 request asking to switch protocols (``Connection: upgrade``)."""
-    if request.clientproto != b"HTTP/1.1" or not request.requestHeaders.hasHeader(b"upgrade"):
+    if (request.clientproto != b"HTTP/1.1"
+            or b"Upgrade" not in request.requestHeaders._rawHeaders):
         return False
     tokens = b",".join(request.requestHeaders.getRawHeaders(b"connection", [])).lower()
     return b"upgrade" in [t.strip() for t in tokens.split(b",")]

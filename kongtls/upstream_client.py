@@ -29,7 +29,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
 from kongtls.turn_sender import sendAtTurnEnd, useLargeBuffers
-from kongtls.web import fieldAdder
+from kongtls.web import CANONICAL_NAMES, encodeName
 
 #: RFC 9110 section 7.6.1 connection-specific fields, never forwarded.
 HOP_BY_HOP = frozenset({
@@ -37,6 +37,8 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
 })
 _FRAMING = HOP_BY_HOP | {b"content-length"}
+#: The same names as Twisted canonicalizes them, to the lower-case ones above.
+_FRAMING_KEYS = {encodeName(name): name for name in _FRAMING}
 
 #: A response head (or a chunk-size or trailer line) longer than this is refused.
 MAX_HEAD = 65536
@@ -787,35 +789,42 @@ def _parseHead(head: bytes, headOnly: bool
         raise BadResponseError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     status = int(code)
     headers = Headers()
-    add = fieldAdder(headers)
+    raw = headers._rawHeaders  # names canonical from the cache, values checked above
+    cached = CANONICAL_NAMES.get
     lengths: list[bytes] = []
     codings: list[bytes] = []
     tokens: list[bytes] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name:
-            raise BadResponseError(f"malformed header line: {line[:80]!r}")
-        value = value.strip(b" \t")
-        lower = name.lower()
-        if lower in _FRAMING:
-            if lower == b"content-length":
-                lengths.append(value)
-            elif lower == b"transfer-encoding":
-                codings.append(value)
-                continue
-            elif lower == b"connection":
-                folded = value.lower()
-                if folded in (b"keep-alive", b"close"):
-                    tokens.append(folded)
+    name = b""
+    try:
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name:
+                raise BadResponseError(f"malformed header line: {line[:80]!r}")
+            key = cached(name) or encodeName(name)
+            value = value.strip(b" \t")
+            framing = _FRAMING_KEYS.get(key)
+            if framing is not None:
+                if framing == b"content-length":
+                    lengths.append(value)
+                elif framing == b"transfer-encoding":
+                    codings.append(value)
+                    continue
+                elif framing == b"connection":
+                    folded = value.lower()
+                    if folded in (b"keep-alive", b"close"):
+                        tokens.append(folded)
+                    else:
+                        tokens.extend([t.strip(b" \t") for t in folded.split(b",")])
+                    continue
                 else:
-                    tokens.extend([t.strip(b" \t") for t in folded.split(b",")])
-                continue
+                    continue
+            values = raw.get(key)
+            if values is None:
+                raw[key] = [value]
             else:
-                continue
-        try:
-            add(name, value)
-        except ValueError as e:  # not a token (space before the colon, a fold...)
-            raise BadResponseError(f"malformed header name: {name[:80]!r}") from e
+                values.append(value)
+    except ValueError as e:  # not a token (space before the colon, a fold...)
+        raise BadResponseError(f"malformed header name: {name[:80]!r}") from e
     length: int | None = None
     if codings:
         if lengths:
@@ -834,7 +843,7 @@ def _parseHead(head: bytes, headOnly: bool
             raise BadResponseError("malformed Content-Length")
         length = int(value)
         if len(lengths) > 1 or b"," in lengths[0]:
-            headers.setRawHeaders(b"content-length", [value])
+            raw[b"Content-Length"] = [value]
     if version == b"HTTP/1.1":
         persistent = b"close" not in tokens
     else:

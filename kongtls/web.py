@@ -32,21 +32,29 @@ def headerTable(headers: Headers, redact: Collection[str] = ()) -> dict[str, str
     return table
 
 
+#: Twisted's canonical-name cache (name as received -> canonical name), and its encoder,
+#: which canonicalizes, caches and refuses any name that is not a token
+#: (C{InvalidHeaderName}, a C{ValueError}). Hot parsers look a name up in the cache
+#: first, saving a call per field: C{CANONICAL_NAMES.get(name) or encodeName(name)}.
+#: The private parts this relies on are checked by C{tests/test_http1.py}.
+CANONICAL_NAMES: dict[bytes | str, bytes] = _nameEncoder._canonicalHeaderCache
+encodeName = _nameEncoder.encode
+
+
 def fieldAdder(headers: Headers) -> Any:
     """A fast C{addRawHeader} for fields a parser has already checked.
 
     twisted.web's own re-checks every value for line breaks on each call, a cost per
     field per request that the HTTP/1.1 parsers here have paid already (they refuse
     control characters in the whole head in one pass). Names still go through Twisted's
-    canonical-name cache, which refuses any name that is not a token
-    (C{InvalidHeaderName}, a C{ValueError}). The private parts this relies on are
-    checked by C{tests/test_http1.py}.
+    canonical-name cache (L{CANONICAL_NAMES}), which refuses any name that is not a
+    token.
     """
     raw = headers._rawHeaders
-    encode = _nameEncoder.encode
+    cached = CANONICAL_NAMES.get
 
     def add(name: bytes, value: bytes) -> None:
-        key = encode(name)
+        key = cached(name) or encodeName(name)
         values = raw.get(key)
         if values is None:
             raw[key] = [value]
@@ -54,4 +62,3 @@ def fieldAdder(headers: Headers) -> Any:
             values.append(value)
 
     return add
-
