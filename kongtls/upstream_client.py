@@ -835,10 +835,10 @@ def _parseHead(head: bytes, headOnly: bool
     elif len(lengths) == 1 and lengths[0].isdigit():
         length = int(lengths[0])
     elif lengths:
-        values = {v.strip(b" \t") for value in lengths for v in value.split(b",")}
-        if len(values) != 1:
+        distinct = {v.strip(b" \t") for value in lengths for v in value.split(b",")}
+        if len(distinct) != 1:
             raise BadResponseError("differing Content-Length values")
-        value = values.pop()
+        value = distinct.pop()
         if not _DIGITS.fullmatch(value):
             raise BadResponseError("malformed Content-Length")
         length = int(value)
