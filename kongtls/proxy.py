@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -247,6 +248,7 @@ def clientGone(request: Any) -> bool:
     return bool(getattr(request, "_disconnected", False))
 
 
+@lru_cache(maxsize=1024)
 def _hostField(host: str, port: int, default: int) -> bytes:
     """A Host field's value: the host, with its port unless the scheme's default."""
     value = _hostForURL(host) if port == default else f"{_hostForURL(host)}:{port}"

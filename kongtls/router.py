@@ -31,10 +31,10 @@ class Router:
                 continue
             prefix = ""
             if route.paths:
-                matched = [p for p in route.paths if _pathMatches(p, path)]
+                matched = [p for p in route.paths if path.startswith(p)]
                 if not matched:
                     continue
-                prefix = max(matched, key=len)
+                prefix = matched[0] if len(matched) == 1 else max(matched, key=len)
             rank = (bool(route.hosts) + bool(route.paths) + bool(route.snis)
                     + bool(route.methods),
                     len(prefix), -route.index)
@@ -42,6 +42,3 @@ class Router:
                 best = (rank, route, prefix)
         return None if best is None else (best[1], best[2])
 
-
-def _pathMatches(prefix: str, path: str) -> bool:
-    return path.startswith(prefix)

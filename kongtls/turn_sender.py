@@ -89,6 +89,8 @@ def _sendQueued(transport: Any) -> None:
 
 
 _senders: WeakKeyDictionary[Any, TurnSender] = WeakKeyDictionary()
+#: The reactor asked for last and its sender: there is one reactor, nearly always.
+_last: tuple[Any, TurnSender | None] = (None, None)
 
 
 def sendAtTurnEnd(transport: Any, data: bytes) -> None:
@@ -96,10 +98,14 @@ def sendAtTurnEnd(transport: Any, data: bytes) -> None:
     # Only a socket transport itself: a TLS transport must encrypt first (and would
     # hand an attribute lookup for "socket" on to the socket below it).
     if isinstance(transport, FileDescriptor) and getattr(transport, "socket", None):
+        global _last
         reactor = transport.reactor
-        sender = _senders.get(reactor)
-        if sender is None:
-            sender = _senders[reactor] = TurnSender(reactor)
+        lastReactor, sender = _last
+        if reactor is not lastReactor or sender is None:
+            sender = _senders.get(reactor)
+            if sender is None:
+                sender = _senders[reactor] = TurnSender(reactor)
+            _last = (reactor, sender)
         if sender.queue(transport, data):
             return
     transport.write(data)
