@@ -18,7 +18,12 @@ from email.utils import formatdate
 from io import BytesIO
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IProtocolFactory, ISSLTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocolFactory,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -617,14 +622,24 @@ class HTTP1Channel(Protocol):
             self._request.persistent = False
 
     def _close(self) -> None:
-        """Close once what is written is sent. Nothing more is read from the client, but
-        reading resumes: TLS waits for the client's close_notify."""
+        """Close once what is written is sent. Nothing more is kept from the client, but
+        reading resumes: TLS waits for the client's close_notify, and plain TCP with
+        request bytes still to come lingers, as nginx's lingering close does: a socket
+        closed with unread bytes (or bytes that arrive after) answers with a reset, and
+        a reset can make the client's stack drop the response it has not read yet. So
+        it sends a FIN after the response and reads and drops until the client closes
+        (or the sweep's linger timeout aborts)."""
+        linger = not self.secure and (self._bodyPending() or bool(self._buffer))
         self._closing = True
         self._closingSince = time.monotonic()
         self._buffer = b""
         self._resumeAll()
-        assert self.transport is not None
-        self.transport.loseConnection()
+        transport: Any = self.transport
+        assert transport is not None
+        if linger and ITCPTransport.providedBy(transport):
+            transport.loseWriteConnection()
+        else:
+            transport.loseConnection()
 
     def sweep(self, now: float) -> None:
         """Close the connection if it waited too long: for a request (keep-alive), for

@@ -315,6 +315,41 @@ class ClosingTests(GatewayTestCase):
         self.assertTrue(head.startswith(b"HTTP/1.1 403 "), head)
         self.assertIn(b"\r\nConnection: close", head)
 
+    async def test_plain_tcp_lingers_after_an_early_answer(self) -> None:
+        """Closing a TCP socket with unread bytes resets the connection, and a reset can
+        throw away what the client has not read yet: the response. Like nginx's
+        lingering close, the gateway half-closes and drops the rest of the upload until
+        the client closes: a client still uploading after the response is not reset."""
+        from tests.plugins import Exiter
+
+        gw = await self.gateway([{"name": "exiter"}], {"exiter": Exiter()})
+        factory = gw.gateway.http1
+
+        def uploadPastTheAnswer(port: int) -> tuple[bytes, str]:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d"
+                          b"\r\n\r\n" % (64 << 20) + b"u" * 65536)
+                received = b""
+                while chunk := s.recv(65536):  # the 404, then the gateway's FIN
+                    received += chunk
+                try:
+                    for _ in range(4):  # a reset would fail the second send at latest
+                        s.sendall(b"u" * (256 << 10))
+                        time.sleep(0.05)
+                except OSError as e:
+                    return received, f"upload reset: {e!r}"
+                return received, "upload went on"
+
+        answer, upload = await inThread(uploadPastTheAnswer, gw.httpPort)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), answer[:200])
+        self.assertIn(b"\r\nConnection: close", answer)
+        self.assertEqual(upload, "upload went on")
+        for _ in range(100):  # the client closed: so does the gateway
+            if not factory.channels:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(factory.channels, set())
+
     async def test_a_client_that_never_closes_is_aborted(self) -> None:
         """After a Connection: close response, TLS waits for the client's close_notify;
         a client that never sends one is cut off after the linger timeout."""
