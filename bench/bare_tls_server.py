@@ -31,6 +31,10 @@ def _acceptAny(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int)
     return True
 
 
+def _noProtocol(conn: SSL.Connection, offered: list[bytes]) -> Any:
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class RequestClientCertificate:
     """Server connections from one context that asks every client for a certificate."""
@@ -41,6 +45,11 @@ class RequestClientCertificate:
         # settings; it is changed once here, before any connection uses it.
         self._context = options.getContext()
         self._context.set_verify(SSL.VERIFY_PEER, _acceptAny)
+        # Twisted's own ALPN callback, on every CertificateOptions context, answers a
+        # client whose offer it cannot meet (curl's h2, http/1.1: these servers speak no
+        # negotiated protocol) with an empty choice, which OpenSSL turns into an
+        # internal_error alert. Decline the way pyOpenSSL means it to be declined.
+        self._context.set_alpn_select_callback(_noProtocol)
         for ca in caNames or ():
             self._context.add_client_ca(ca)
 
