@@ -45,12 +45,13 @@ class TurnSender:
         """Queue C{data} on C{transport} for the end of the turn, if that is safe.
 
         False when the transport is already Twisted's to send (bytes waiting for
-        writability, closing, or over its high-water mark, where the producer must be
-        paused): the caller then uses C{transport.write}.
+        writability, closing, aborted, or over its high-water mark, where the producer
+        must be paused): the caller then uses C{transport.write}.
         """
         queued = transport._tempDataBuffer
         if (not transport.connected or transport.disconnecting
-                or transport._writeDisconnected or transport.dataBuffer
+                or transport._writeDisconnected or getattr(transport, "_aborting", False)
+                or transport.dataBuffer
                 or (queued and transport not in self._queued)
                 or transport._tempDataLen + len(data) > transport.bufferSize):
             return False
@@ -65,9 +66,12 @@ class TurnSender:
         self._call = None
         queued, self._queued = self._queued, {}
         for transport in queued:
-            # Closing, lost, or already registered for writability: Twisted sends it.
+            # Closing, lost, aborted (its queue is dropped), or already registered for
+            # writability: Twisted sends it (or not).
             if (transport.connected and not transport.disconnecting
-                    and not transport.dataBuffer and transport._tempDataBuffer):
+                    and not getattr(transport, "_aborting", False)
+                    and not transport.dataBuffer
+                    and transport._tempDataBuffer):
                 _sendQueued(transport)
 
 

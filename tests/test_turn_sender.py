@@ -94,6 +94,18 @@ class TurnSenderTests(TestCase):
 
         return Deferred.fromCoroutine(check())
 
+    def test_an_abort_in_the_same_turn_drops_the_queued_bytes(self) -> Deferred[None]:
+        """abortConnection drops whatever is queued, as Twisted's own does: over TLS the
+        queued bytes are the close_notify that would make a cut response look whole."""
+        async def check() -> None:
+            transport, client = await self._connected()
+            sendAtTurnEnd(transport, b"queued before the abort")
+            transport.abortConnection()
+            sendAtTurnEnd(transport, b"queued after it")
+            self.assertEqual(await client.closed, b"")
+
+        return Deferred.fromCoroutine(check())
+
     def test_a_transport_that_is_not_a_socket_gets_a_plain_write(self) -> None:
         written: list[bytes] = []
 
