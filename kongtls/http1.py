@@ -670,7 +670,7 @@ class HTTP1Channel(Protocol):
         it carries no more requests."""
         self._upgraded = protocol
         self._request = None
-        self._factory.channels.discard(self)
+        self._factory.forget(self)
         transport: Any = self.transport
         self._resumeAll()
         pending, self._buffer = self._buffer, b""
@@ -679,7 +679,7 @@ class HTTP1Channel(Protocol):
 
     def _handOverToHTTP2(self, data: bytes) -> None:
         transport: Any = self.transport
-        self._factory.channels.discard(self)
+        self._factory.forget(self)
         h2 = self._factory.http2.buildProtocol(self.peerAddress())
         assert h2 is not None
         transport.wrappedProtocol = h2  # the TLS layer now feeds twisted.web's HTTP/2
@@ -690,7 +690,7 @@ class HTTP1Channel(Protocol):
         h2.dataReceived(data)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._factory.channels.discard(self)
+        self._factory.forget(self)
         if self._upgraded is not None:
             self._upgraded.connectionLost(reason)  # type: ignore[arg-type]
             return
@@ -738,13 +738,23 @@ class GatewayHTTPFactory(Factory):
 
     def stopFactory(self) -> None:
         self._listening -= 1
-        if self._listening <= 0 and self._sweeper is not None:
+        self._sweepWhileNeeded()
+
+    def forget(self, channel: HTTP1Channel) -> None:
+        """C{channel} closed or no longer carries requests: the sweep leaves it."""
+        self.channels.discard(channel)
+        self._sweepWhileNeeded()
+
+    def _sweepWhileNeeded(self) -> None:
+        # Connections outlive the listening ports (a linger, a TLS close waiting for
+        # close_notify, a stalled response): they are swept until the last one goes.
+        if self._listening <= 0 and not self.channels and self._sweeper is not None:
             self._sweeper.stop()
             self._sweeper = None
 
     def closeAll(self) -> None:
         """Close every connection once its response (if any) is written: the gateway
-        stops, and nothing would time keep-alive connections out any more."""
+        stops, and keep-alive connections would wait for requests it no longer wants."""
         for channel in list(self.channels):
             channel.closeWhenDone()
 

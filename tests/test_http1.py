@@ -9,10 +9,12 @@ import time
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from kongtls.http1 import (
     PIPELINE_HIGH_WATER,
@@ -521,3 +523,41 @@ class StopTests(GatewayTestCase):
         first, after = await pending
         self.assertTrue(first.startswith(b"HTTP/1.1 200 OK"))
         self.assertEqual(after, b"")
+
+    def test_a_lingering_connection_is_still_aborted_after_the_gateway_stops(self) -> None:
+        """Plain TCP answered early lingers until the client closes; the sweep's linger
+        timeout ends it for a client that never does, also once nothing listens."""
+        clock = Clock()
+
+        def answerEarly(request: DownstreamRequest) -> None:
+            request.setResponseCode(403)
+            request.finish()
+
+        factory = GatewayHTTPFactory(answerEarly, None,  # type: ignore[arg-type]
+                                     clock, lingerTimeout=1.0)
+        factory.doStart()
+        channel = factory.buildProtocol(None)
+        transport = _HalfClosingTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                             % (64 << 20))
+        self.assertTrue(transport.writeClosed)  # the 403, then a FIN: it lingers
+        factory.closeAll()  # the gateway stops
+        factory.doStop()
+        factory.lingerTimeout = -1.0  # the next sweep finds the linger timed out
+        clock.advance(10)
+        self.assertTrue(transport.aborted)
+
+
+@implementer(ITCPTransport)
+class _HalfClosingTransport(StringTransport):
+    """A StringTransport that half-closes and aborts, as a TCP transport does."""
+
+    writeClosed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
