@@ -551,7 +551,7 @@ class HTTP1Channel(Protocol):
                       b"charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                       % (status, RESPONSES.get(status, b"Bad Request"), _date.now(),
                          len(body), body))
-        self._close()
+        self._close(linger=True)  # its body, or the rest of its head, may be coming
 
     # -- bytes out ---------------------------------------------------------------------
 
@@ -621,15 +621,16 @@ class HTTP1Channel(Protocol):
         else:
             self._request.persistent = False
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
         """Close once what is written is sent. Nothing more is kept from the client, but
         reading resumes: TLS waits for the client's close_notify, and plain TCP with
         request bytes still to come lingers, as nginx's lingering close does: a socket
         closed with unread bytes (or bytes that arrive after) answers with a reset, and
         a reset can make the client's stack drop the response it has not read yet. So
         it sends a FIN after the response and reads and drops until the client closes
-        (or the sweep's linger timeout aborts)."""
-        linger = not self.secure and (self._bodyPending() or bool(self._buffer))
+        (or the sweep's linger timeout aborts). C{linger}: even with no bytes known to
+        be coming (a refused request, whose body's framing may never have been read)."""
+        linger = not self.secure and (linger or self._bodyPending() or bool(self._buffer))
         self._closing = True
         self._closingSince = time.monotonic()
         self._buffer = b""

@@ -352,6 +352,30 @@ class ClosingTests(GatewayTestCase):
             await deferLater(reactor, 0.02, lambda: None)
         self.assertEqual(factory.channels, set())
 
+    async def test_plain_tcp_lingers_after_refusing_a_head(self) -> None:
+        """A head refused before its body arrives (here its framing) is answered, and the
+        body the client goes on sending is dropped until it closes, not reset."""
+        gw = await self.gateway()
+
+        def uploadPastTheRefusal(port: int) -> tuple[bytes, str]:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n" % (64 << 20))
+                received = b""
+                while chunk := s.recv(65536):  # the 400, then the gateway's FIN
+                    received += chunk
+                try:
+                    for _ in range(4):  # the body, sent after the head was refused
+                        s.sendall(b"u" * (256 << 10))
+                        time.sleep(0.05)
+                except OSError as e:
+                    return received, f"upload reset: {e!r}"
+                return received, "upload went on"
+
+        answer, upload = await inThread(uploadPastTheRefusal, gw.httpPort)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:200])
+        self.assertEqual(upload, "upload went on")
+
     async def test_a_client_that_never_closes_is_aborted(self) -> None:
         """After a Connection: close response, TLS waits for the client's close_notify;
         a client that never sends one is cut off after the linger timeout."""
