@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.internet.interfaces import (
     IAddress,
+    IHalfCloseableProtocol,
     IProtocolFactory,
     ISSLTransport,
     ITCPTransport,
@@ -30,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from kongtls.request_body import STREAM_OVER, RequestBodyStream
 from kongtls.web import fieldAdder
@@ -347,6 +349,7 @@ def _keepAlive(version: bytes, headers: Headers) -> bool:
     return version == b"HTTP/1.1" or b"keep-alive" in options
 
 
+@implementer(IHalfCloseableProtocol)
 class HTTP1Channel(Protocol):
     """One client connection speaking HTTP/1.1 (or 1.0), one request at a time."""
 
@@ -641,6 +644,20 @@ class HTTP1Channel(Protocol):
             transport.loseWriteConnection()
         else:
             transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        """The client's FIN, on plain TCP. While lingering it is the close waited for:
+        what is still queued of the response goes out first. Otherwise the client has
+        gone, as before half-closes were taken (nginx too takes it for an abort): the
+        request in flight is cancelled and nothing more is sent."""
+        transport: Any = self.transport
+        if self._closing:
+            transport.loseConnection()
+        else:
+            transport.abortConnection()
+
+    def writeConnectionLost(self) -> None:
+        """The FIN of a lingering close is sent; reading goes on until the client's."""
 
     def sweep(self, now: float) -> None:
         """Close the connection if it waited too long: for a request (keep-alive), for

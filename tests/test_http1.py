@@ -376,6 +376,40 @@ class ClosingTests(GatewayTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:200])
         self.assertEqual(upload, "upload went on")
 
+    async def test_a_client_half_close_while_lingering_still_gets_the_whole_answer(
+            self) -> None:
+        """A client that stops uploading with a FIN (shutdown) while the gateway lingers
+        is the close the linger waits for; what is still queued of the response goes
+        out before the gateway closes."""
+        size = 16 << 20
+
+        class BigExit:
+            PRIORITY = 1500
+            VERSION = "1.0.0"
+
+            def access(self, kong: Any, conf: Any) -> None:
+                kong.response.exit(403, b"x" * size)
+
+        gw = await self.gateway([{"name": "big-exit"}], {"big-exit": BigExit()})
+
+        def uploadStopAndRead(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                          % (64 << 20) + b"u" * 65536)
+                time.sleep(0.3)  # answered: the socket's buffers fill, the rest queues
+                s.shutdown(socket.SHUT_WR)  # the client gives up its upload
+                time.sleep(0.2)
+                received = b""
+                while chunk := s.recv(1 << 20):
+                    received += chunk
+                return received
+
+        answer = await inThread(uploadStopAndRead, gw.httpPort)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), answer[:200])
+        body = answer.partition(b"\r\n\r\n")[2]
+        self.assertEqual(body.count(b"x"), size)
+        self.assertTrue(body.endswith(b"\r\n0\r\n\r\n"), body[-20:])  # the last chunk
+
     async def test_a_client_that_never_closes_is_aborted(self) -> None:
         """After a Connection: close response, TLS waits for the client's close_notify;
         a client that never sends one is cut off after the linger timeout."""
