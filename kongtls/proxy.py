@@ -103,7 +103,8 @@ class Upstreams:
         headers = _endToEnd(request.requestHeaders)
         raw = headers._rawHeaders  # canonical names; values checked on the way in
         raw.pop(b"Content-Length", None)  # the body producer states it
-        hosts = raw.get(b"Host")
+        # From the request itself: a Connection field naming Host does not remove it.
+        hosts = request.requestHeaders._rawHeaders.get(b"Host")
         downstreamHost = hosts[-1] if hosts else None
         if not route.preserveHost:
             default = 443 if service.protocol == "https" else 80
@@ -114,7 +115,9 @@ class Upstreams:
             else:
                 hostName, hostPort = service.host, service.port
             raw[b"Host"] = [_hostField(hostName, hostPort, default)]
-        elif not downstreamHost:  # an HTTP/1.0 client without one: HTTP/1.1 needs it
+        elif downstreamHost:
+            raw[b"Host"] = [downstreamHost]
+        else:  # an HTTP/1.0 client without one: HTTP/1.1 needs it
             raw[b"Host"] = [_hostField(host, port, 443 if service.protocol == "https"
                                        else 80)]
         client = _clientIP(request)

@@ -227,6 +227,17 @@ class ProxyTests(GatewayTestCase):
         self.assertEqual(headers["x-real-ip"], "127.0.0.1")
         self.assertEqual(headers["host"], f"127.0.0.1:{echo}")
 
+    async def test_preserve_host_sends_the_clients_host(self) -> None:
+        echo = await startEcho(self.addCleanup)
+        doc = routeTo(echo)
+        doc["services"][0]["routes"][0]["preserve_host"] = True
+        gw = await self.gateway(document=doc)
+        for extra in ({}, {"Connection": "keep-alive, Host"}):  # Host is never hop-by-hop
+            response = await fetch(gw.httpsPort, "/p", pki=self.pki, headers=extra)
+            headers = response.json()["headers"]
+            self.assertEqual(headers["host"], "localhost", extra)
+            self.assertEqual(headers["x-forwarded-host"], "localhost", extra)
+
     async def test_post_body_is_proxied(self) -> None:
         from kongtls.testing import ClientConnection, clientContext
 
