@@ -15,7 +15,6 @@ Twisted's, because the bytes were in Twisted's queue all along.
 from __future__ import annotations
 
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall
@@ -92,9 +91,8 @@ def _sendQueued(transport: Any) -> None:
     transport.startWriting()
 
 
-_senders: WeakKeyDictionary[Any, TurnSender] = WeakKeyDictionary()
-#: The reactor asked for last and its sender: there is one reactor, nearly always.
-_last: tuple[Any, TurnSender | None] = (None, None)
+#: One sender per reactor (a process has one, nearly always; reactors are not freed).
+_senders: dict[Any, TurnSender] = {}
 
 
 def sendAtTurnEnd(transport: Any, data: bytes) -> None:
@@ -102,14 +100,10 @@ def sendAtTurnEnd(transport: Any, data: bytes) -> None:
     # Only a socket transport itself: a TLS transport must encrypt first (and would
     # hand an attribute lookup for "socket" on to the socket below it).
     if isinstance(transport, FileDescriptor) and getattr(transport, "socket", None):
-        global _last
         reactor = transport.reactor
-        lastReactor, sender = _last
-        if reactor is not lastReactor or sender is None:
-            sender = _senders.get(reactor)
-            if sender is None:
-                sender = _senders[reactor] = TurnSender(reactor)
-            _last = (reactor, sender)
+        sender = _senders.get(reactor)
+        if sender is None:
+            sender = _senders[reactor] = TurnSender(reactor)
         if sender.queue(transport, data):
             return
     transport.write(data)
