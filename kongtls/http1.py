@@ -92,7 +92,8 @@ _date = _Date()
 _statusLines: dict[int, bytes] = {}
 
 
-def _statusLine(code: int) -> bytes:
+def statusLine(code: int) -> bytes:
+    """C{HTTP/1.1 <code> <reason>}, made once per code."""
     line = _statusLines.get(code)
     if line is None:
         line = b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Unknown"))
@@ -267,7 +268,7 @@ class DownstreamRequest:
                 self.persistent = False  # HTTP/1.0: the end of the body is the close
         if self.persistent and self.channel.bodyArriving():
             self.persistent = False  # answered early: the rest of the body is not read
-        lines = [_statusLine(code)]
+        lines = [statusLine(code)]
         if b"Date" not in raw:
             lines.append(b"Date: " + _date.now())
         for name, values in raw.items():
@@ -398,11 +399,6 @@ class HTTP1Channel(Protocol):
             self._peerIP = str(getattr(self.peerAddress(), "host", "")).encode("ascii")
         return self._peerIP
 
-    @property
-    def idle(self) -> bool:
-        """No request in flight (a head may be half read)."""
-        return self._request is None
-
     # -- bytes in ----------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
@@ -432,7 +428,7 @@ class HTTP1Channel(Protocol):
                 if self._request is None:
                     if not self._readHead():
                         break
-                elif self._bodyPending():
+                elif self.bodyArriving():
                     self._readBody()
                 else:
                     # A request is in flight and its body is in: hold pipelined bytes.
@@ -446,9 +442,6 @@ class HTTP1Channel(Protocol):
 
     def bodyArriving(self) -> bool:
         """The request in flight still has body bytes to come."""
-        return self._bodyPending()
-
-    def _bodyPending(self) -> bool:
         return self._body is not None or self._chunked is not None or (
             self._stream is not None and not self._stream.complete)
 
@@ -568,7 +561,7 @@ class HTTP1Channel(Protocol):
         if request is not self._request:
             return
         self.lastActive = time.monotonic()
-        if not request.persistent or self._bodyPending():
+        if not request.persistent or self.bodyArriving():
             # A body still arriving must not be read as the next request.
             if self._stream is not None and not self._stream.complete:
                 self._stream.discarding = True
@@ -612,9 +605,6 @@ class HTTP1Channel(Protocol):
         abort = getattr(transport, "abortConnection", None) or transport.loseConnection
         abort()
 
-    def closeIdle(self) -> None:
-        self._close()
-
     def closeWhenDone(self) -> None:
         """The gateway is stopping: close now if idle, else after this response."""
         if self._closing:
@@ -633,7 +623,7 @@ class HTTP1Channel(Protocol):
         it sends a FIN after the response and reads and drops until the client closes
         (or the sweep's linger timeout aborts). C{linger}: even with no bytes known to
         be coming (a refused request, whose body's framing may never have been read)."""
-        linger = not self.secure and (linger or self._bodyPending() or bool(self._buffer))
+        linger = not self.secure and (linger or self.bodyArriving() or bool(self._buffer))
         self._closing = True
         self._closingSince = time.monotonic()
         self._buffer = b""
@@ -671,7 +661,7 @@ class HTTP1Channel(Protocol):
         if self._request is None:
             if not self._buffer:
                 if now - self.lastActive > factory.idleTimeout:
-                    self.closeIdle()
+                    self._close()
             elif now - self.lastActive > factory.headTimeout:
                 self._refuse(MalformedRequestError("request head timed out", 408))
         elif self._body is not None and now - self.lastActive > factory.headTimeout:

@@ -386,10 +386,11 @@ def requestHost(request: Any) -> str:
     """The Host header's name, lower-cased, without its port (Kong's ``ngx.var.host``)."""
     hosts = request.requestHeaders._rawHeaders.get(b"Host")  # as getHeader, without
     host = hosts[-1].decode("latin-1") if hosts else ""     # a str lookup per request
-    return _stripPort(host).lower() or str(request.getHost().host)
+    return stripPort(host).lower() or str(request.getHost().host)
 
 
-def _stripPort(host: str) -> str:
+def stripPort(host: str) -> str:
+    """A Host field's name without its port (an IPv6 literal keeps its brackets)."""
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.partition(":")[0]

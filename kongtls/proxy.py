@@ -26,6 +26,7 @@ from kongtls import __version__
 from kongtls.config import Target
 from kongtls.exchange import Exchange, messageResponse
 from kongtls.http1 import DownstreamRequest, HTTP1Channel
+from kongtls.pdk import stripPort
 from kongtls.phase_tracker import PhaseTracker
 from kongtls.proxy_types import AttemptFailure, OpenTunnel
 from kongtls.tunnel import openTunnel, parseHead
@@ -106,8 +107,8 @@ class Upstreams:
         # From the request itself: a Connection field naming Host does not remove it.
         hosts = request.requestHeaders._rawHeaders.get(b"Host")
         downstreamHost = hosts[-1] if hosts else None
+        default = 443 if service.protocol == "https" else 80
         if not route.preserveHost:
-            default = 443 if service.protocol == "https" else 80
             # The service's host, unless set_target picked another host for a plain
             # service (an upstream's name stays the Host, as in Kong).
             if service.upstream is None and exchange.edits.target is not None:
@@ -118,15 +119,15 @@ class Upstreams:
         elif downstreamHost:
             raw[b"Host"] = [downstreamHost]
         else:  # an HTTP/1.0 client without one: HTTP/1.1 needs it
-            raw[b"Host"] = [_hostField(host, port, 443 if service.protocol == "https"
-                                       else 80)]
+            raw[b"Host"] = [_hostField(host, port, default)]
         client = _clientIP(request)
         forwarded = raw.get(b"X-Forwarded-For")
         raw[b"X-Forwarded-For"] = [b", ".join([*forwarded, client]) if forwarded
                                    else client]
         raw[b"X-Forwarded-Proto"] = [b"https" if request.isSecure() else b"http"]
         if downstreamHost:
-            raw[b"X-Forwarded-Host"] = [_withoutPort(downstreamHost)]
+            raw[b"X-Forwarded-Host"] = [
+                stripPort(downstreamHost.decode("latin-1")).encode("latin-1")]
         raw[b"X-Forwarded-Port"] = [b"%d" % request.getHost().port]
         raw[b"X-Forwarded-Path"] = [request.path]
         raw[b"X-Real-Ip"] = [client]
@@ -256,13 +257,6 @@ def _hostField(host: str, port: int, default: int) -> bytes:
     """A Host field's value: the host, with its port unless the scheme's default."""
     value = _hostForURL(host) if port == default else f"{_hostForURL(host)}:{port}"
     return value.encode("utf-8")
-
-
-def _withoutPort(host: bytes) -> bytes:
-    """A Host field's name without its port (an IPv6 literal keeps its brackets)."""
-    if host.startswith(b"["):
-        return host.partition(b"]")[0] + b"]"
-    return host.partition(b":")[0]
 
 
 def _clientIP(request: Any) -> bytes:

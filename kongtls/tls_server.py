@@ -153,7 +153,6 @@ class GatewayTLSProtocol(BufferingTLSTransport):
         (Twisted's BufferingTLSTransport does so always). The HTTP/1.1 channel writes
         each response in as few writes as it can, so it turns this off; twisted.web's
         HTTP/2 writes frame by frame and turns it back on."""
-        self._aggregating = aggregate
         self.write = (self._aggregator.write if aggregate  # type: ignore[method-assign]
                       else self._directWrite)
 

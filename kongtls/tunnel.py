@@ -9,11 +9,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
-#: A response head longer than this is not a response.
-MAX_HEAD = 65536
+from kongtls.http1 import statusLine
+from kongtls.upstream_client import MAX_HEAD
 
 
 def isUpgrade(request: Any) -> bool:
@@ -44,8 +43,7 @@ def parseHead(head: bytes) -> tuple[int, Headers]:
 def formatHead(status: int, headers: Headers) -> bytes:
     # An upstream that refuses the upgrade answers with its own status; its bytes still
     # flow as they come, and the connection ends when the upstream's does.
-    reason = RESPONSES.get(status, b"Unknown")
-    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+    lines = [statusLine(status)]
     for name, values in headers.getAllRawHeaders():
         lines.extend(name + b": " + v for v in values)
     return b"\r\n".join(lines) + b"\r\n\r\n"
