@@ -37,7 +37,6 @@ class RequestBodyStream:
         self._queued = 0
         self._consumer: Any = None
         self._paused = False
-        self._clientPaused = False
         self._done: Deferred[None] | None = None
         self._failed: Failure | None = None
 
@@ -52,9 +51,8 @@ class RequestBodyStream:
             return
         self._queue.append(data)
         self._queued += len(data)
-        if self._queued > HIGH_WATER and not self._clientPaused:
-            self._clientPaused = True
-            self._channel.pauseReading(self)
+        if self._queued > HIGH_WATER:
+            self._channel.pauseReading(self)  # again is a no-op
 
     def finish(self) -> None:
         self.complete = True
@@ -78,9 +76,8 @@ class RequestBodyStream:
             data = self._queue.popleft()
             self._queued -= len(data)
             self._consumer.write(data)
-        if self._clientPaused and self._queued <= HIGH_WATER // 4:
-            self._clientPaused = False
-            self._channel.resumeReading(self)
+        if self._queued <= HIGH_WATER // 4:
+            self._channel.resumeReading(self)  # a no-op unless paused for this body
         done = self._done
         if done is None or done.called:
             return
@@ -100,6 +97,4 @@ class RequestBodyStream:
         self._consumer = None
         self._queue.clear()
         self._queued = 0
-        if self._clientPaused:
-            self._clientPaused = False
-            self._channel.resumeReading(self)
+        self._channel.resumeReading(self)

@@ -507,7 +507,9 @@ class ClientTests(TestCase):
         """A request body that streams (a L{RequestBodyStream} on a fake channel)."""
         from kongtls.request_body import RequestBodyStream
 
-        channel = type("Channel", (), {"transport": StringTransport()})()
+        channel = type("Channel", (), {"transport": StringTransport(),
+                                       "pauseReading": lambda self, reason: None,
+                                       "resumeReading": lambda self, reason: None})()
         return RequestBodyStream(channel, length)
 
     def sendStream(self, body: Any) -> tuple[Any, Any, StringTransport]:
