@@ -224,9 +224,12 @@ class PluginPlan:
                 if any(nameMatches(pattern, sni) for pattern in route.snis):
                     for b in self._byRoute[id(route)].plugins:
                         chosen.setdefault(b.name, b)
-        for b in self.globals.plugins:
-            chosen.setdefault(b.name, b)
-        found = PluginSet(chosen.values())
+        if chosen:
+            for b in self.globals.plugins:
+                chosen.setdefault(b.name, b)
+            found = PluginSet(chosen.values())
+        else:  # no route for this SNI: the global set itself, not a copy of it
+            found = self.globals
         if len(self._bySNI) >= 4096:
             self._bySNI.clear()
         self._bySNI[sni] = found
