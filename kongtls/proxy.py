@@ -199,9 +199,8 @@ class Upstreams:
         tls = None
         if service.protocol == "https":
             tls = exchange.runtime.policyFor(service)
-        key = (service.protocol, host, port, tls.identity if tls is not None else None)
         exchange.upstreamStarted = time.time()
-        call = self.pool.request(key, tls, method, target, headers, body, Timeouts(
+        call = self.pool.request(host, port, tls, method, target, headers, body, Timeouts(
             service.connectTimeout / 1000, service.writeTimeout / 1000,
             service.readTimeout / 1000))
         # A client that goes away before the head arrives drops the upstream connection.

@@ -86,15 +86,18 @@ class UpstreamPool:
         self._idle: dict[PoolKey, list[_Connection]] = {}
         self.closing: set[_Connection] = set()
 
-    def request(self, key: PoolKey, tls: Any, method: bytes, target: bytes,
+    def request(self, host: str, port: int, tls: Any, method: bytes, target: bytes,
                 headers: Headers, body: bytes | Any | None, timeouts: Timeouts
                 ) -> UpstreamRequest:
-        """Send one request: over an idle connection for C{key}, or a new one.
+        """Send one request: over an idle connection to C{host}:C{port} made under the
+        same TLS policy, or a new one.
 
-        C{tls}: for https, the service's policy (its C{creatorForNetloc} is asked only
-        when a connection is made). C{body}: None, the bytes of a buffered body, or a
-        L{kongtls.request_body.RequestBodyStream}.
+        C{tls}: None for http; for https, the service's policy (its C{creatorForNetloc}
+        is asked only when a connection is made). C{body}: None, the bytes of a
+        buffered body, or a L{kongtls.request_body.RequestBodyStream}.
         """
+        key: PoolKey = ("https", host, port, tls.identity) if tls is not None else \
+            ("http", host, port, None)
         request = UpstreamRequest(self, key, tls, _formatHead(method, target, headers, body),
                                   method == b"HEAD", body, timeouts)
         idle = self._idle.get(key)

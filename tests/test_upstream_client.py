@@ -392,7 +392,7 @@ class ClientTests(TestCase):
 
     def send(self, method: bytes = b"GET", timeouts: Timeouts = TIMEOUTS
              ) -> tuple[Any, Any, StringTransport]:
-        call = self.pool.request(("http", "127.0.0.1", 80, None), None, method, b"/x",
+        call = self.pool.request("127.0.0.1", 80, None, method, b"/x",
                                  Headers({b"host": [b"h"]}), None, timeouts)
         _, _, factory, timeout, _ = self.reactor.tcpClients[-1]
         self.assertEqual(timeout, timeouts.connect)
@@ -406,7 +406,7 @@ class ClientTests(TestCase):
         return result
 
     def test_connect_timeout(self) -> None:
-        call = self.pool.request(("http", "127.0.0.1", 80, None), None, b"GET", b"/",
+        call = self.pool.request("127.0.0.1", 80, None, b"GET", b"/",
                                  Headers({b"host": [b"h"]}), None, TIMEOUTS)
         _, _, factory, timeout, _ = self.reactor.tcpClients[-1]
         self.assertEqual(timeout, TIMEOUTS.connect)
@@ -513,7 +513,7 @@ class ClientTests(TestCase):
         return RequestBodyStream(channel, length)
 
     def sendStream(self, body: Any) -> tuple[Any, Any, StringTransport]:
-        call = self.pool.request(("http", "127.0.0.1", 80, None), None, b"POST", b"/up",
+        call = self.pool.request("127.0.0.1", 80, None, b"POST", b"/up",
                                  Headers({b"host": [b"h"]}), body, TIMEOUTS)
         _, _, factory, _, _ = self.reactor.tcpClients[-1]
         transport = StringTransport()
@@ -569,7 +569,7 @@ class ClientTests(TestCase):
         call, protocol, transport = self.send()
         protocol.dataReceived(OK)
         self.successResultOf(call.response)
-        second = self.pool.request(("http", "127.0.0.1", 80, None), None, b"GET", b"/y",
+        second = self.pool.request("127.0.0.1", 80, None, b"GET", b"/y",
                                    Headers({b"host": [b"h"]}), None, TIMEOUTS)
         self.assertEqual(len(self.reactor.tcpClients), 1)  # the pooled one
         second.cancel()
